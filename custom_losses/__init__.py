@@ -1,0 +1,1 @@
+"""The paper's distillation objectives (eqs. 1-8)."""

@@ -1,0 +1,3 @@
+"""The paper's five 2D segmentation networks: two teachers and three students."""
+
+from .base import FeatureSegmentationNet, scale_channels

@@ -1,0 +1,1 @@
+"""Command-line tools: data (index, verify, split, synth), bench, study."""
