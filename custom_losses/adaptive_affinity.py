@@ -1,0 +1,163 @@
+"""Adaptive Affinity Module (AAM): pairwise KL affinities guided by the teacher's labels (paper eqs. 1-4)."""
+
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .utils import check_4d, check_pair, resize_labels, resize_map
+
+__all__ = ["AdaptiveAffinityLoss", "GradientReversal"]
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity in the forward pass; negates the gradient in the backward pass.
+
+    A parameter fed through it is moved by gradient *ascent* on the loss when an optimizer minimises it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return -grad_output
+
+
+def _offsets(size: int) -> List[Tuple[int, int]]:
+    """The 8 offsets ``(dy, dx)`` in ``{-size, 0, size}^2`` other than ``(0, 0)``."""
+    return [(dy, dx) for dy in (-size, 0, size) for dx in (-size, 0, size) if (dy, dx) != (0, 0)]
+
+
+def _span(offset: int, length: int) -> Tuple[slice, slice]:
+    """Slices of the centre pixels ``i`` and of their neighbours ``j = i + offset`` along one axis."""
+    if offset >= 0:
+        return slice(0, length - offset), slice(offset, length)
+    return slice(-offset, length), slice(0, length + offset)
+
+
+class AdaptiveAffinityLoss(nn.Module):
+    """Affinity loss on the student's class probabilities, with pairs labelled by the teacher's prediction.
+
+    Let ``p = softmax(z^s)`` over the classes (dim 1) of the student's logits, clamped to ``[eps, 1]``,
+    and ``y = argmax(z^t)`` the teacher's label map. For a neighbourhood size ``s``, every pixel ``i``
+    is paired with each neighbour ``j = i + o`` inside the image, for the 8 offsets
+    ``o in {-s, 0, s}^2 \\ {(0, 0)}``. With
+
+    .. math::
+        W_{ij} = KL(p_i \\| p_j) = \\sum_c p_{i,c} (\\log p_{i,c} - \\log p_{j,c}),   (eq. 3)
+
+    ``P+`` the pairs with ``y_i = y_j`` and ``P-`` those with ``y_i != y_j`` (all offsets and all batch
+    items pooled), the loss of size ``s`` is
+
+    .. math::
+        L_s = \\frac{1}{|P_+|} \\sum_{P_+} W_{ij} + \\frac{1}{|P_-|} \\sum_{P_-} \\max(0, m - W_{ij})
+        (eqs. 1, 2, 4)
+
+    where an empty set contributes 0. The total is ``sum_s w_s L_s`` with ``w = softmax(theta)`` over
+    the sizes. With ``adaptive=True``, ``theta`` is a parameter (initialised to zeros) that reaches
+    the loss through :class:`GradientReversal`: an optimizer that minimises the total moves ``theta``
+    by gradient ascent, so the weight goes to the sizes where the student does worst (Ke et al.,
+    Adaptive Affinity Fields, ECCV 2018). With ``adaptive=False`` the weights stay uniform
+    (``1 / len(sizes)``); ``sizes=(1,), adaptive=False`` is exactly eqs. 1-4.
+
+    The teacher's logits are detached; when their spatial size differs from the student's they are
+    resized bilinearly before the argmax. :meth:`forward_labels` takes a label map directly
+    (resized with nearest neighbour). Computation is in float32 whatever the input dtype.
+
+    Args:
+        margin: the margin ``m`` of the separating force on ``P-`` pairs.
+        sizes: neighbourhood sizes ``s`` (distinct positive integers).
+        adaptive: learn the size weights by gradient ascent (``True``) or keep them uniform.
+        eps: lower clamp of the probabilities, so that ``W`` stays finite (AAF's 1e-4).
+
+    Shapes:
+        ``student_logits`` ``(B, C, H, W)``, ``teacher_logits`` ``(B, C, H', W')``,
+        ``labels`` ``(B, 1, H', W')`` integer.
+    """
+
+    def __init__(
+        self, margin: float = 3.0, sizes: Sequence[int] = (1, 2, 3), adaptive: bool = True, eps: float = 1e-4
+    ) -> None:
+        super().__init__()
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) == 0 or any(s < 1 for s in sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"sizes must be distinct positive integers, got {sizes}.")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}.")
+        if not 0 < eps < 1:
+            raise ValueError(f"eps must be in (0, 1), got {eps}.")
+        self.margin = float(margin)
+        self.sizes = sizes
+        self.adaptive = bool(adaptive)
+        self.eps = float(eps)
+        if self.adaptive:
+            self.theta = nn.Parameter(torch.zeros(len(sizes)))
+        else:
+            self.register_parameter("theta", None)
+
+    def size_weights(self) -> torch.Tensor:
+        """The current weights ``w = softmax(theta)`` of the sizes, detached (for logging)."""
+        if self.theta is None:
+            return torch.full((len(self.sizes),), 1.0 / len(self.sizes))
+        return torch.softmax(self.theta.detach(), dim=0)
+
+    def size_losses(self, student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``(len(sizes),)`` tensor of the per-size losses ``L_s`` for labels already at the student's size."""
+        log_p = F.log_softmax(student_logits.float(), dim=1).clamp_min(math.log(self.eps))
+        p = log_p.exp()
+        # sum_c p_i log p_i, shared by every pair whose centre is i
+        neg_entropy = (p * log_p).sum(dim=1)
+        labels = labels[:, 0]
+        height, width = labels.shape[1:]
+        losses = []
+        for size in self.sizes:
+            pos_sum = log_p.new_zeros(())
+            neg_sum = log_p.new_zeros(())
+            pos_count = labels.new_zeros((), dtype=torch.long)
+            neg_count = labels.new_zeros((), dtype=torch.long)
+            for dy, dx in _offsets(size):
+                if abs(dy) >= height or abs(dx) >= width:
+                    continue
+                rows_i, rows_j = _span(dy, height)
+                cols_i, cols_j = _span(dx, width)
+                cross = (p[:, :, rows_i, cols_i] * log_p[:, :, rows_j, cols_j]).sum(dim=1)
+                w = neg_entropy[:, rows_i, cols_i] - cross
+                same = labels[:, rows_i, cols_i] == labels[:, rows_j, cols_j]
+                pos_sum = pos_sum + torch.where(same, w, 0.0).sum()
+                neg_sum = neg_sum + torch.where(same, 0.0, F.relu(self.margin - w)).sum()
+                n_same = same.sum()
+                pos_count = pos_count + n_same
+                neg_count = neg_count + (same.numel() - n_same)
+            # counts stay on the device (no host sync); an empty set divides 0 by 1
+            losses.append(pos_sum / pos_count.clamp_min(1) + neg_sum / neg_count.clamp_min(1))
+        return torch.stack(losses)
+
+    def _weighted_total(self, size_losses: torch.Tensor) -> torch.Tensor:
+        if self.theta is None:
+            return size_losses.mean()
+        weights = torch.softmax(GradientReversal.apply(self.theta.float()), dim=0)
+        return (weights * size_losses).sum()
+
+    def forward_labels(self, student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss with pairs labelled by an integer label map ``(B, 1, H', W')`` (e.g. the ground truth)."""
+        check_4d(student_logits, "student_logits")
+        check_4d(labels, "labels")
+        if labels.shape[0] != student_logits.shape[0] or labels.shape[1] != 1:
+            raise ValueError(
+                f"labels must have shape (B, 1, H, W) with B of student_logits {tuple(student_logits.shape)}, "
+                f"got {tuple(labels.shape)}."
+            )
+        if labels.is_floating_point():
+            labels = labels.round().long()
+        labels = resize_labels(labels.detach(), student_logits.shape[2:])
+        return self._weighted_total(self.size_losses(student_logits, labels))
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
+        teacher_logits = resize_map(teacher_logits.detach().float(), student_logits.shape[2:])
+        labels = teacher_logits.argmax(dim=1, keepdim=True)
+        return self._weighted_total(self.size_losses(student_logits, labels))
