@@ -2,7 +2,8 @@
 
 Pipeline, with ``s`` the stride of each map relative to the (padded) input::
 
-    x -> root (conv3x3 s2, conv3x3)                          s=2   ("low" feature, 64 ch)
+    x -> conv3x3 s2 (32 ch)                                  s=2   ("low" feature)
+      -> conv3x3 (64 ch)                                     s=2
       -> entry blocks 1, 2 (stride 2 each)                   s=4, 8  (block 1 output = decoder skip, 128 ch)
       -> entry block 3 (stride 1), 16 middle blocks (rate 2),
          exit block (rate 2), 3 separable convs (rate 4)     s=8   ("high" feature, 2048 ch)
@@ -13,6 +14,12 @@ Pipeline, with ``s`` the stride of each map relative to the (padded) input::
 The strides that Xception-65 has in entry block 3 and the exit block are replaced by atrous rates
 (as in DeepLab's ``output_stride`` handling): every convolution after a removed stride is dilated
 by the product of the removed strides.
+
+Where this differs from the EMKD code (Qin et al., TMI 2021) that the paper's teacher counts come
+from: the skip projection is a 1x1 convolution as in the DeepLabV3+ paper (EMKD: 3x3, +49k
+parameters), the image-pooling branch has no BatchNorm (see :class:`ASPP`), every separable
+convolution of the exit block is followed by BatchNorm, and no ImageNet classifier is built
+(EMKD's unused ``fc``: 2.05M parameters).
 """
 
 from typing import Dict, Sequence, Tuple
@@ -27,7 +34,9 @@ from .base import FeatureSegmentationNet, scale_channels
 __all__ = ["SeparableConv2d", "XceptionBlock", "AlignedXception65", "ASPP", "DeepLabV3PlusDecoder", "DeepLabV3Plus"]
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+def _conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1
+) -> nn.Module:
     """``conv (no bias) -> BatchNorm -> ReLU`` with "same" padding ``dilation * (kernel_size - 1) / 2``."""
     return Convolution(
         2,
@@ -46,7 +55,7 @@ class SeparableConv2d(nn.Sequential):
     """``depthwise conv3x3 -> BN -> ReLU -> pointwise conv1x1 -> BN``, all convolutions without bias.
 
     The BN and ReLU after the depthwise convolution are the DeepLabV3+ modification of Xception.
-    Padding is ``dilation``, so the output is ``ceil(H / stride)`` for even ``H``.
+    Padding is ``dilation``, so the output size is ``ceil(H / stride)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> None:
@@ -90,7 +99,8 @@ class XceptionBlock(nn.Module):
         previous = in_channels
         for index, out_channels in enumerate(channels):
             layers.append(nn.ReLU())
-            layers.append(SeparableConv2d(previous, out_channels, stride=stride if index == 2 else 1, dilation=dilation))
+            conv_stride = stride if index == len(channels) - 1 else 1
+            layers.append(SeparableConv2d(previous, out_channels, stride=conv_stride, dilation=dilation))
             previous = out_channels
         self.residual = nn.Sequential(*layers)
         if in_channels == previous and stride == 1:
@@ -107,9 +117,9 @@ class XceptionBlock(nn.Module):
 class AlignedXception65(nn.Module):
     """Aligned Xception-65 at output stride 8, without the ImageNet classifier.
 
-    ``forward(x) -> (stride2, stride4, stride8)``: the root output (``c(64)`` channels), the ReLU of
-    entry block 1 (``c(128)``, the decoder skip) and the backbone output (``c(2048)``), where
-    ``c(n) = scale_channels(n, width, 8)``.
+    ``forward(x) -> (stride2, stride4, stride8)``: the output of the first convolution (``c(32)``
+    channels), the ReLU of entry block 1 (``c(128)``, the decoder skip) and the backbone output
+    (``c(2048)``), where ``c(n) = scale_channels(n, width, 8)``.
 
     Args:
         in_channels: input channels.
@@ -123,9 +133,10 @@ class AlignedXception65(nn.Module):
         def c(channels: int) -> int:
             return scale_channels(channels, width, 8)
 
-        self.out_channels: Dict[str, int] = {"stride2": c(64), "stride4": c(128), "stride8": c(2048)}
+        self.out_channels: Dict[str, int] = {"stride2": c(32), "stride4": c(128), "stride8": c(2048)}
         # entry flow
-        self.root = nn.Sequential(_conv_bn_relu(in_channels, c(32), 3, stride=2), _conv_bn_relu(c(32), c(64), 3))
+        self.conv1 = _conv_bn_relu(in_channels, c(32), 3, stride=2)
+        self.conv2 = _conv_bn_relu(c(32), c(64), 3)
         self.entry_block1 = XceptionBlock(c(64), [c(128)] * 3, stride=2)
         self.entry_block2 = XceptionBlock(c(128), [c(256)] * 3, stride=2)
         # output stride 8: entry block 3 loses its stride 2, later convolutions are dilated by 2
@@ -147,8 +158,8 @@ class AlignedXception65(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        stride2 = self.root(x)
-        stride4 = self.entry_block1(stride2)
+        stride2 = self.conv1(x)
+        stride4 = self.entry_block1(self.conv2(stride2))
         x = self.entry_block2(stride4)
         x = self.entry_block3(x)
         x = self.middle_flow(x)
@@ -227,8 +238,9 @@ class DeepLabV3Plus(FeatureSegmentationNet):
         atrous_rates: ASPP rates of the three 3x3 branches.
         aspp_dropout: dropout after the ASPP projection.
 
-    ``forward_features`` returns ``(logits, {"low": ..., "high": ...})``: ``low`` is the backbone's
-    root output (stride 2, ``scale_channels(64, width, 8)`` channels), ``high`` the backbone output
+    ``forward_features`` returns ``(logits, {"low": ..., "high": ...})``: ``low`` is the output of the
+    backbone's first convolution (stride 2, ``scale_channels(32, width, 8)`` channels, the tap used
+    by the EMKD code the paper's teachers come from), ``high`` the backbone output
     (stride 8, ``scale_channels(2048, width, 8)`` channels), of the input padded to a multiple of 8.
     """
 
@@ -243,7 +255,10 @@ class DeepLabV3Plus(FeatureSegmentationNet):
         super().__init__(in_channels, out_channels, spatial_multiple=8)
         self.backbone = AlignedXception65(in_channels, width)
         backbone_channels = self.backbone.out_channels
-        self.feature_channels: Dict[str, int] = {"low": backbone_channels["stride2"], "high": backbone_channels["stride8"]}
+        self.feature_channels: Dict[str, int] = {
+            "low": backbone_channels["stride2"],
+            "high": backbone_channels["stride8"],
+        }
         aspp_channels = scale_channels(256, width, 8)
         self.aspp = ASPP(backbone_channels["stride8"], aspp_channels, atrous_rates, dropout=aspp_dropout)
         self.decoder = DeepLabV3PlusDecoder(

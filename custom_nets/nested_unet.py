@@ -42,7 +42,8 @@ class NestedUNet(FeatureSegmentationNet):
 
     ``forward_features`` returns ``(logits, {"low": X^{1,0}, "high": X^{4,0}})``: ``low`` has
     ``scale_channels(128, width, 8)`` channels at stride 2, ``high`` ``scale_channels(1024, width, 8)``
-    channels at stride 16 (of the input padded to a multiple of 16).
+    channels at stride 16 (of the input padded to a multiple of 16). (The EMKD code taps ``X^{3,0}``,
+    stride 8, as its deep feature; here ``high`` is the deepest encoder node.)
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, width: float = 1.0) -> None:
