@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import check_4d, check_pair, resize_labels, resize_map
+from .utils import at_least_float32, check_4d, check_pair, resize_labels, resize_map
 
 __all__ = ["AdaptiveAffinityLoss", "GradientReversal"]
 
@@ -27,9 +27,13 @@ class GradientReversal(torch.autograd.Function):
         return -grad_output
 
 
-def _offsets(size: int) -> List[Tuple[int, int]]:
-    """The 8 offsets ``(dy, dx)`` in ``{-size, 0, size}^2`` other than ``(0, 0)``."""
-    return [(dy, dx) for dy in (-size, 0, size) for dx in (-size, 0, size) if (dy, dx) != (0, 0)]
+def _half_offsets(size: int) -> List[Tuple[int, int]]:
+    """4 of the 8 offsets ``(dy, dx)`` in ``{-size, 0, size}^2 \\ {(0, 0)}``, one of each pair ``{o, -o}``.
+
+    A pixel pair ``(i, i + o)`` met through ``o`` is the pair ``(i + o, i)`` met through ``-o``, so the
+    4 half offsets, each taken in both directions, visit exactly the pairs of the 8 offsets.
+    """
+    return [(0, size), (size, -size), (size, 0), (size, size)]
 
 
 def _span(offset: int, length: int) -> Tuple[slice, slice]:
@@ -61,12 +65,14 @@ class AdaptiveAffinityLoss(nn.Module):
     the sizes. With ``adaptive=True``, ``theta`` is a parameter (initialised to zeros) that reaches
     the loss through :class:`GradientReversal`: an optimizer that minimises the total moves ``theta``
     by gradient ascent, so the weight goes to the sizes where the student does worst (Ke et al.,
-    Adaptive Affinity Fields, ECCV 2018). With ``adaptive=False`` the weights stay uniform
+    Adaptive Affinity Fields, ECCV 2018; here one weight per size, not per class and size). The
+    weights form a distribution, so the min-max keeps the total bounded by the worst ``L_s``.
+    With ``adaptive=False`` the weights stay uniform
     (``1 / len(sizes)``); ``sizes=(1,), adaptive=False`` is exactly eqs. 1-4.
 
     The teacher's logits are detached; when their spatial size differs from the student's they are
     resized bilinearly before the argmax. :meth:`forward_labels` takes a label map directly
-    (resized with nearest neighbour). Computation is in float32 whatever the input dtype.
+    (resized with nearest neighbour). Computation is in (at least) float32 whatever the input dtype.
 
     Args:
         margin: the margin ``m`` of the separating force on ``P-`` pairs.
@@ -107,11 +113,15 @@ class AdaptiveAffinityLoss(nn.Module):
 
     def size_losses(self, student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``(len(sizes),)`` tensor of the per-size losses ``L_s`` for labels already at the student's size."""
-        log_p = F.log_softmax(student_logits.float(), dim=1).clamp_min(math.log(self.eps))
+        expected = (student_logits.shape[0], 1, *student_logits.shape[2:])
+        if tuple(labels.shape) != expected:
+            raise ValueError(
+                f"labels must have shape {expected} for student_logits {tuple(student_logits.shape)}, "
+                f"got {tuple(labels.shape)}."
+            )
+        log_p = F.log_softmax(at_least_float32(student_logits), dim=1).clamp_min(math.log(self.eps))
         p = log_p.exp()
-        # sum_c p_i log p_i, shared by every pair whose centre is i
-        neg_entropy = (p * log_p).sum(dim=1)
-        labels = labels[:, 0]
+        labels = labels[:, 0].to(torch.int32)
         height, width = labels.shape[1:]
         losses = []
         for size in self.sizes:
@@ -119,19 +129,23 @@ class AdaptiveAffinityLoss(nn.Module):
             neg_sum = log_p.new_zeros(())
             pos_count = labels.new_zeros((), dtype=torch.long)
             neg_count = labels.new_zeros((), dtype=torch.long)
-            for dy, dx in _offsets(size):
+            for dy, dx in _half_offsets(size):
                 if abs(dy) >= height or abs(dx) >= width:
-                    continue
-                rows_i, rows_j = _span(dy, height)
-                cols_i, cols_j = _span(dx, width)
-                cross = (p[:, :, rows_i, cols_i] * log_p[:, :, rows_j, cols_j]).sum(dim=1)
-                w = neg_entropy[:, rows_i, cols_i] - cross
-                same = labels[:, rows_i, cols_i] == labels[:, rows_j, cols_j]
-                pos_sum = pos_sum + torch.where(same, w, 0.0).sum()
-                neg_sum = neg_sum + torch.where(same, 0.0, F.relu(self.margin - w)).sum()
+                    continue  # no neighbour inside the image
+                rows_a, rows_b = _span(dy, height)
+                cols_a, cols_b = _span(dx, width)
+                # pixels a and their neighbours b = a + (dy, dx); W_ab = KL(p_a || p_b), W_ba = KL(p_b || p_a)
+                log_ratio = log_p[:, :, rows_a, cols_a] - log_p[:, :, rows_b, cols_b]
+                w_ab = (p[:, :, rows_a, cols_a] * log_ratio).sum(dim=1)
+                w_ba = -(p[:, :, rows_b, cols_b] * log_ratio).sum(dim=1)
+                same = labels[:, rows_a, cols_a] == labels[:, rows_b, cols_b]
+                pos_sum = pos_sum + torch.where(same, w_ab + w_ba, 0.0).sum()
+                neg_sum = neg_sum + torch.where(
+                    same, 0.0, F.relu(self.margin - w_ab) + F.relu(self.margin - w_ba)
+                ).sum()
                 n_same = same.sum()
-                pos_count = pos_count + n_same
-                neg_count = neg_count + (same.numel() - n_same)
+                pos_count = pos_count + 2 * n_same
+                neg_count = neg_count + 2 * (same.numel() - n_same)
             # counts stay on the device (no host sync); an empty set divides 0 by 1
             losses.append(pos_sum / pos_count.clamp_min(1) + neg_sum / neg_count.clamp_min(1))
         return torch.stack(losses)
@@ -139,7 +153,7 @@ class AdaptiveAffinityLoss(nn.Module):
     def _weighted_total(self, size_losses: torch.Tensor) -> torch.Tensor:
         if self.theta is None:
             return size_losses.mean()
-        weights = torch.softmax(GradientReversal.apply(self.theta.float()), dim=0)
+        weights = torch.softmax(GradientReversal.apply(self.theta), dim=0)
         return (weights * size_losses).sum()
 
     def forward_labels(self, student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -158,6 +172,6 @@ class AdaptiveAffinityLoss(nn.Module):
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
-        teacher_logits = resize_map(teacher_logits.detach().float(), student_logits.shape[2:])
+        teacher_logits = resize_map(at_least_float32(teacher_logits.detach()), student_logits.shape[2:])
         labels = teacher_logits.argmax(dim=1, keepdim=True)
         return self._weighted_total(self.size_losses(student_logits, labels))

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import check_pair, resize_map
+from .utils import at_least_float32, check_pair, resize_map
 
 __all__ = ["KernelMatrixLoss"]
 
@@ -13,7 +13,8 @@ class KernelMatrixLoss(nn.Module):
     """Full kernel (Gram) matrix transfer between a student's and a teacher's feature maps.
 
     A learnable 1x1 convolution (``adapter``) maps the student's feature ``(n, C_s, h, w)`` to the
-    teacher's ``C_t`` channels and a bilinear resize brings it to the teacher's ``(H, W)``. Each sample
+    teacher's ``C_t`` channels and a bilinear resize (``align_corners=False``) brings it to the teacher's
+    ``(H, W)``; the two commute, and the convolution is run at the smaller size. Each sample
     is then flattened to a row ``x^i`` of length ``C_t * H * W`` (L2-normalised when ``normalize``), and
 
     .. math::
@@ -28,7 +29,7 @@ class KernelMatrixLoss(nn.Module):
     The Gram matrix relates samples to each other, so a batch of ``n = 1`` carries no relation: the
     loss is then 0 (a zero still connected to the student's graph), with or without normalisation.
 
-    The teacher's feature is detached; the Gram matrices are computed in float32 with autocast off.
+    The teacher's feature is detached; the Gram matrices are computed in (at least) float32 with autocast off.
 
     Args:
         student_channels: channels ``C_s`` of the student's feature.
@@ -53,7 +54,7 @@ class KernelMatrixLoss(nn.Module):
         self.adapter = nn.Conv2d(self.student_channels, self.teacher_channels, kernel_size=1)
 
     def _gram(self, feature: torch.Tensor) -> torch.Tensor:
-        rows = feature.reshape(feature.shape[0], -1).float()
+        rows = at_least_float32(feature.reshape(feature.shape[0], -1))
         if self.normalize:
             rows = F.normalize(rows, p=2.0, dim=1, eps=self.eps)
         return rows @ rows.t()
@@ -71,11 +72,17 @@ class KernelMatrixLoss(nn.Module):
                 f"expected {self.teacher_channels} channels (dim 1)."
             )
         # the adapter belongs to the loss: a float16/bfloat16 feature is cast to its dtype (autocast still applies)
-        adapted = self.adapter(student_feature.to(self.adapter.weight.dtype))
-        adapted = resize_map(adapted, teacher_feature.shape[2:])
+        student_feature = student_feature.to(self.adapter.weight.dtype)
+        target_size = teacher_feature.shape[2:]
+        # A 1x1 convolution and a bilinear resize commute exactly (both linear, bilinear weights sum to 1),
+        # so the convolution runs at the smaller of the two spatial sizes.
+        if student_feature.shape[2] * student_feature.shape[3] > target_size[0] * target_size[1]:
+            adapted = self.adapter(resize_map(student_feature, target_size))
+        else:
+            adapted = resize_map(self.adapter(student_feature), target_size)
         n = adapted.shape[0]
         if n < 2:
-            return adapted.float().sum() * 0.0
+            return at_least_float32(adapted).sum() * 0.0
         with torch.autocast(device_type=adapted.device.type, enabled=False):
             gram_student = self._gram(adapted)
             gram_teacher = self._gram(teacher_feature.detach())

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import check_pair, resize_map
+from .utils import at_least_float32, check_pair, resize_map
 
 __all__ = ["LogitsKLLoss"]
 
@@ -24,8 +24,8 @@ class LogitsKLLoss(nn.Module):
                = \\frac{T^2}{N} \\sum_i KL(p^s_i \\| p^t_i).
 
     ``direction="teacher_student"`` gives Hinton's ``KL(p^t_i || p^s_i)`` instead. Both use
-    ``log_softmax``, so saturated logits give finite values; the computation is done in float32
-    whatever the input dtype and the result is float32.
+    ``log_softmax``, so saturated logits give finite values; the computation is done in (at least) float32
+    whatever the input dtype, and so is the result.
 
     The teacher's logits are detached. When their spatial size differs from the student's they are
     resized bilinearly to the student's size before the softmax.
@@ -54,8 +54,8 @@ class LogitsKLLoss(nn.Module):
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
-        teacher_logits = resize_map(teacher_logits.detach().float(), student_logits.shape[2:])
-        log_p_s = F.log_softmax(student_logits.float() / self.temperature, dim=1)
+        teacher_logits = resize_map(at_least_float32(teacher_logits.detach()), student_logits.shape[2:])
+        log_p_s = F.log_softmax(at_least_float32(student_logits) / self.temperature, dim=1)
         log_p_t = F.log_softmax(teacher_logits / self.temperature, dim=1)
         if self.direction == "student_teacher":
             kl = (log_p_s.exp() * (log_p_s - log_p_t)).sum(dim=1)

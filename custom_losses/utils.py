@@ -5,7 +5,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_4d", "check_pair", "resize_map", "resize_labels"]
+__all__ = ["at_least_float32", "check_4d", "check_pair", "resize_map", "resize_labels"]
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 when it is float16/bfloat16 (or not floating); float32/float64 are kept."""
+    if tensor.dtype in (torch.float32, torch.float64):
+        return tensor
+    return tensor.float()
 
 
 def check_4d(tensor: torch.Tensor, name: str) -> None:

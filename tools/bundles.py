@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["BUNDLES_DIR", "bundle_dir", "latest_checkpoint"]
+__all__ = ["BUNDLES_DIR", "DEFAULT_DATASET_DIR", "bundle_dir", "latest_checkpoint", "loso_datalist", "inference_datalist", "load_teacher"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -25,10 +25,86 @@ def bundle_dir(name: str) -> str:
 
 
 def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> Optional[str]:
-    """The newest ``<ckpt_dir>/<prefix>_epoch=N.pt`` written by the resumable CheckpointSaver, or ``None``."""
+    """The newest ``<ckpt_dir>/<prefix>_checkpoint_epoch=N.pt`` written by the resumable CheckpointSaver
+    (``file_prefix=<prefix>``), or ``None``."""
     best, best_epoch = None, -1
-    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_epoch=*.pt")):
+    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_checkpoint_epoch=*.pt")):
         match = re.search(r"_epoch=(\d+)\.pt$", path)
         if match and int(match.group(1)) > best_epoch:
             best, best_epoch = path, int(match.group(1))
     return best
+
+
+DEFAULT_DATASET_DIR = BUNDLES_DIR.parent / "data" / "synthetic"
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+
+
+def loso_datalist(
+    dataset_dir: str, target_site: str, val_fraction: float = 0.2, seed: int = 0, datalist_file: Optional[str] = None
+) -> dict:
+    """The leave-one-site-out datalist with absolute ``image`` and ``label`` paths.
+
+    From ``datalist_file`` (written by ``python -m tools.data split``) when given, else built in memory from
+    ``dataset_dir``: the dataset is indexed and verified (:func:`tools.data.datalist.build_index`, which raises on
+    any integrity problem, naming each file) and split with ``target_site`` held out.
+    """
+    from tools.data.datalist import DATALIST_KEYS, build_index, load_datalist, make_split
+
+    if datalist_file:
+        return {key: load_datalist(datalist_file, key=key) for key in DATALIST_KEYS}
+    if not os.path.isdir(dataset_dir):
+        hint = " (make the simulated sites with: python -m tools.data synth --out DIR)" if dataset_dir == str(DEFAULT_DATASET_DIR) else ""
+        raise FileNotFoundError(f"dataset_dir not found: {dataset_dir}{hint}")
+    split = make_split(build_index(dataset_dir), target_site, val_fraction=val_fraction, seed=seed)
+    root = split["root"]
+    for key in DATALIST_KEYS:
+        split[key] = [dict(e, image=os.path.join(root, e["image"]), label=os.path.join(root, e["label"])) for e in split[key]]
+    return split
+
+
+def inference_datalist(input_path: str) -> list:
+    """``[{"image": path}, ...]`` for one volume file or every volume file (NIfTI, MetaImage, NRRD) in a folder."""
+    path = Path(input_path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
+        if not files:
+            raise FileNotFoundError(f"no volume files ({', '.join(VOLUME_SUFFIXES)}) in {path}")
+    else:
+        raise FileNotFoundError(f"input not found: {path}")
+    return [{"image": str(p.resolve())} for p in files]
+
+
+def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: str = "cpu", width: Optional[float] = None):
+    """The frozen teacher for distillation, built from the teacher bundle's own ``network_def``.
+
+    The network is the one in ``<teacher_bundle>/configs/inference.yaml`` (with ``network_width`` overridden by
+    ``width`` when given, e.g. by a profile), the weights ``checkpoint`` (default ``<teacher_bundle>/models/model.pt``).
+    The teacher is in eval mode on ``device`` with gradients off (:func:`custom_nets.load_frozen_teacher`).
+
+    Raises:
+        FileNotFoundError: no such bundle, or no checkpoint (the message gives the command that trains it).
+        ValueError: a checkpoint that does not fit the network (another architecture or width).
+    """
+    from monai.bundle import ConfigParser
+
+    from custom_nets import load_frozen_teacher
+
+    config_file = os.path.join(teacher_bundle, "configs", "inference.yaml")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"teacher bundle not found: {config_file} does not exist (teacher_bundle={teacher_bundle}).")
+    checkpoint = checkpoint or os.path.join(teacher_bundle, "models", "model.pt")
+    if not os.path.isfile(checkpoint):
+        train = os.path.join(teacher_bundle, "configs", "train.yaml")
+        raise FileNotFoundError(
+            f"teacher checkpoint not found: {checkpoint}; train the teacher first: "
+            f"python -m monai.bundle run training --config_file {train} (with the same profile and data)."
+        )
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    parser["bundle_root"] = teacher_bundle
+    if width is not None:
+        parser["network_width"] = float(width)
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    return load_frozen_teacher(network, checkpoint, device)

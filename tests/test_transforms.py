@@ -1,0 +1,249 @@
+"""Training transforms: geometry, z-score, zone merge, slice sampling, caching, augmentation wiring."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import CacheDataset, DataLoader, MetaTensor, list_data_collate
+
+from tools.data.transforms import (
+    MergeZonesd,
+    RandSliceSampled,
+    augmentation_transforms,
+    in_plane_size,
+    preprocessing_transforms,
+    training_random_transforms,
+    training_transforms,
+)
+
+# 40 x 36 x 10 voxels, 0.7 x 0.6 x 3.0 mm, stored LPS (x and y axes point to -R and -A)
+SHAPE = (40, 36, 10)
+LPS_AFFINE = np.array(
+    [[-0.7, 0.0, 0.0, 30.0], [0.0, -0.6, 0.0, 20.0], [0.0, 0.0, 3.0, -10.0], [0.0, 0.0, 0.0, 1.0]]
+)
+GLAND_SLICES = (3, 4, 5, 6)
+
+
+def write_case(folder, mask=None, name="Case00"):
+    """An LPS case: noisy image with a bright gland; mask with zone value 2 inside value 1, slices 3-6."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 20.0, SHAPE).astype(np.float32)
+    if mask is None:
+        mask = np.zeros(SHAPE, np.uint8)
+        mask[10:30, 8:25, 3:7] = 1
+        mask[15:20, 10:15, 4:6] = 2
+    image[mask > 0] += 150.0
+    nib.save(nib.Nifti1Image(image, LPS_AFFINE), str(folder / f"{name}.nii.gz"))
+    nib.save(nib.Nifti1Image(mask, LPS_AFFINE), str(folder / f"{name}_segmentation.nii.gz"))
+    return {
+        "image": str(folder / f"{name}.nii.gz"),
+        "label": str(folder / f"{name}_segmentation.nii.gz"),
+        "site": "SITE",
+        "case": name,
+    }, image, mask
+
+
+@pytest.fixture
+def case(tmp_path):
+    return write_case(tmp_path)
+
+
+def test_in_plane_size():
+    assert in_plane_size(384) == (384, 384)
+    assert in_plane_size([80, 72]) == (80, 72)
+    for bad in (0, (80,), (80, 72, 3), (80.5, 72)):
+        with pytest.raises(ValueError, match="image_size"):
+            in_plane_size(bad)
+
+
+def test_merge_zones_maps_zone_values_to_one():
+    label = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]])
+    out = MergeZonesd(keys="label")({"label": label})["label"]
+    assert torch.equal(out, torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))
+    assert out.dtype == label.dtype
+    assert torch.equal(label, torch.tensor([[[0.0, 1.0], [2.0, 0.0]]])), "the input must not be modified"
+    numpy_out = MergeZonesd(keys="label")({"label": np.array([0, 2, 1], np.uint8)})["label"]
+    assert numpy_out.dtype == np.uint8 and numpy_out.tolist() == [0, 1, 1]
+
+
+def test_merge_zones_rejects_unknown_values_naming_the_file(case, tmp_path):
+    item, _, mask = case
+    mask = mask.copy()
+    mask[0, 0, 0] = 3
+    nib.save(nib.Nifti1Image(mask, LPS_AFFINE), item["label"])
+    with pytest.raises(RuntimeError, match="MergeZonesd") as raised:  # MONAI's Compose wraps the error
+        preprocessing_transforms(16)(item)
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert "Case00_segmentation.nii.gz holds values [3]" in str(raised.value.__cause__)
+    with pytest.raises(ValueError, match="zone_values"):
+        MergeZonesd(keys="label", zone_values=(0, 1))
+
+
+def test_preprocessing_orients_resizes_merges_and_zscores(case):
+    item, image, mask = case
+    out = preprocessing_transforms((80, 72))(item)
+    assert out["image"].shape == (1, 80, 72, 10) and out["label"].shape == (1, 80, 72, 10)
+    assert out["image"].dtype == torch.float32
+    assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S")
+    # in-plane voxels halved (0.7 -> 0.35, 0.6 -> 0.3), slices untouched (3 mm)
+    assert np.allclose(np.linalg.norm(out["image"].affine.numpy()[:3, :3], axis=0), [0.35, 0.3, 3.0])
+    # label: zones merged, x and y flipped (LPS -> RAS), each voxel a 2 x 2 block (nearest, factor 2)
+    expected = np.flip(mask > 0, axis=(0, 1)).astype(np.float32)
+    assert torch.equal(out["label"][0, ::2, ::2, :], torch.from_numpy(expected.copy()))
+    assert torch.equal(out["label"][0, 1::2, 1::2, :], torch.from_numpy(expected.copy()))
+    # z-score over the whole volume: mean 0, population std 1
+    values = out["image"].double()
+    assert abs(values.mean().item()) < 1e-5
+    assert abs(values.std(unbiased=False).item() - 1.0) < 1e-5
+    # and it is the z-score of the flipped image resized (tri)linearly in-plane, computed independently
+    flipped = torch.from_numpy(np.flip(image, axis=(0, 1)).copy())[None, None].double()
+    resized = torch.nn.functional.interpolate(flipped, size=(80, 72, 10), mode="trilinear", align_corners=False)
+    expected_image = (resized - resized.mean()) / resized.std(unbiased=False)
+    assert torch.allclose(out["image"][None].double(), expected_image, atol=1e-4)
+
+
+def test_preprocessing_reads_metaimage_like_nifti(case, tmp_path):
+    itk = pytest.importorskip("itk")
+    item = case[0]
+    for key in ("image", "label"):
+        itk.imwrite(itk.imread(item[key]), item[key].replace(".nii.gz", ".mha"))
+    from_nifti = preprocessing_transforms(32)(item)
+    from_mha = preprocessing_transforms(32)({k: item[k].replace(".nii.gz", ".mha") for k in ("image", "label")})
+    for key in ("image", "label"):
+        assert torch.equal(from_mha[key].as_tensor(), from_nifti[key].as_tensor())
+        assert torch.allclose(from_mha[key].affine, from_nifti[key].affine, atol=1e-6)
+
+
+def test_preprocessing_keeps_original_geometry_keys(case):
+    item, _, mask = case
+    out = preprocessing_transforms(64, original_geometry_keys=("label",))(item)
+    assert out["image"].shape == (1, 64, 64, 10)
+    assert out["label"].shape == (1, *SHAPE)
+    assert np.allclose(out["label"].affine.numpy(), LPS_AFFINE)
+    assert torch.equal(out["label"][0], torch.from_numpy((mask > 0).astype(np.float32)))
+    with pytest.raises(ValueError, match="original_geometry_keys"):
+        preprocessing_transforms(64, original_geometry_keys=("image",))
+
+
+def volume_dict(foreground_slices, depth=12, size=(6, 5)):
+    label = torch.zeros(1, *size, depth)
+    for z in foreground_slices:
+        label[0, 1:3, 1:3, z] = 1
+    image = torch.arange(label.numel(), dtype=torch.float32).reshape(label.shape)
+    return {"image": image, "label": label, "case": "c"}
+
+
+@pytest.mark.parametrize("fraction, expect_foreground", [(0.0, True), (1.0, False)])
+def test_slice_sampler_extreme_fractions(fraction, expect_foreground):
+    data = volume_dict(foreground_slices=[3, 4, 5])
+    sampler = RandSliceSampled(keys=["image", "label"], num_samples=50, background_fraction=fraction)
+    sampler.set_random_state(0)
+    samples = sampler(data)
+    assert len(samples) == 50
+    for s in samples:
+        assert s["image"].shape == (1, 6, 5) and s["label"].shape == (1, 6, 5)
+        z = s["slice_index"]
+        assert torch.equal(s["image"], data["image"][..., z]) and torch.equal(s["label"], data["label"][..., z])
+        assert bool(s["label"].any()) == expect_foreground
+        assert s["case"] == "c"
+    indices = {s["slice_index"] for s in samples}
+    assert indices == ({3, 4, 5} if expect_foreground else set(range(12)) - {3, 4, 5})
+
+
+def test_slice_sampler_fraction_is_respected_statistically():
+    data = volume_dict(foreground_slices=range(2, 10))
+    sampler = RandSliceSampled(keys=["image", "label"], num_samples=2000, background_fraction=0.3)
+    sampler.set_random_state(123)
+    background = np.mean([not s["label"].any() for s in sampler(data)])
+    # binomial standard deviation sqrt(0.3 * 0.7 / 2000) = 0.0102; allow 4 of them
+    assert abs(background - 0.3) < 4 * 0.0102
+
+
+def test_slice_sampler_without_background_or_foreground_slices():
+    all_foreground = volume_dict(foreground_slices=range(12))
+    samples = RandSliceSampled(keys=["image", "label"], num_samples=20, background_fraction=1.0)(all_foreground)
+    assert all(s["label"].any() for s in samples)
+    empty = volume_dict(foreground_slices=[])
+    samples = RandSliceSampled(keys=["image", "label"], num_samples=20, background_fraction=0.0)(empty)
+    assert len(samples) == 20 and not any(s["label"].any() for s in samples)
+
+
+def test_slice_sampler_returns_copies_with_2d_affine():
+    data = volume_dict(foreground_slices=[4])
+    # the slice axis also moves x by 0.25 mm per slice, so slice 4 starts 1 mm further along x
+    affine = torch.tensor([[0.5, 0, 0.25, 1.0], [0, 0.4, 0, 2.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]], dtype=torch.float64)
+    data["image"] = MetaTensor(data["image"], affine=affine, meta={"filename_or_obj": "x.nii.gz"})
+    sample = RandSliceSampled(keys=["image", "label"], num_samples=1)(data)[0]
+    assert sample["slice_index"] == 4
+    expected = torch.tensor([[0.5, 0, 2.0], [0, 0.4, 2.0], [0, 0, 1]], dtype=torch.float64)
+    assert torch.equal(sample["image"].affine, expected)
+    assert sample["image"].meta["filename_or_obj"] == "x.nii.gz"
+    assert sample["image"].applied_operations == []
+    sample["image"].fill_(-1.0)
+    assert data["image"].min() == 0.0, "slices must be copies of the volume"
+
+
+def test_slice_sampler_checks_shapes_and_arguments():
+    data = volume_dict(foreground_slices=[1])
+    data["image"] = data["image"][..., :5]
+    with pytest.raises(ValueError, match="'image'.*like 'label'"):
+        RandSliceSampled(keys=["image", "label"])(data)
+    with pytest.raises(ValueError, match="channel-first 3D"):
+        RandSliceSampled(keys=["label"])({"label": torch.zeros(4, 4, 4)})
+    with pytest.raises(ValueError, match="background_fraction"):
+        RandSliceSampled(keys="label", background_fraction=1.5)
+    with pytest.raises(ValueError, match="num_samples"):
+        RandSliceSampled(keys="label", num_samples=0)
+
+
+def test_training_transforms_cache_the_3d_volume_and_return_2d_batches(case, tmp_path):
+    items = [case[0], write_case(tmp_path, name="Case01")[0]]
+    transforms = training_transforms(32, num_samples=3, background_fraction=0.0, augment=False)
+    dataset = CacheDataset(items, transforms, cache_rate=1.0, num_workers=0, copy_cache=False, progress=False)
+    cached = dataset._cache[0]
+    assert isinstance(cached, dict) and cached["image"].shape == (1, 32, 32, 10), "cache must hold the 3D volume"
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=list_data_collate)))
+    assert batch["image"].shape == (6, 1, 32, 32) and batch["label"].shape == (6, 1, 32, 32)
+    for i, z in enumerate(batch["slice_index"].tolist()):
+        assert z in GLAND_SLICES
+        volume = dataset._cache[i // 3]
+        assert torch.equal(batch["image"][i], volume["image"][..., z])
+        assert torch.equal(batch["label"][i], volume["label"][..., z])
+    assert batch["case"] == ["Case00"] * 3 + ["Case01"] * 3
+
+
+def test_augmentation_keeps_labels_binary_and_flips_image_and_label_together(case):
+    item = case[0]
+    volume = preprocessing_transforms(32)(item)
+    augmented = training_random_transforms(num_samples=16, background_fraction=0.0)
+    augmented.set_random_state(1)
+    for s in augmented(volume):
+        assert s["image"].shape == (1, 32, 32) and s["image"].dtype == torch.float32
+        assert set(torch.unique(s["label"]).tolist()) <= {0.0, 1.0}
+    only_flip = dict(
+        affine_prob=0.0, flip_prob=1.0, noise_prob=0.0, smooth_prob=0.0, intensity_scale_prob=0.0, contrast_prob=0.0
+    )
+    flipped = training_random_transforms(num_samples=2, background_fraction=0.0, **only_flip)(volume)
+    for s in flipped:
+        z = s["slice_index"]
+        assert torch.equal(s["image"], torch.flip(volume["image"][..., z], dims=[1]))
+        assert torch.equal(s["label"], torch.flip(volume["label"][..., z], dims=[1]))
+    with pytest.raises(ValueError, match="augment=False"):
+        training_random_transforms(augment=False, flip_prob=1.0)
+    assert len(augmentation_transforms()) == 6
+
+
+def test_real_case_preprocessing_and_slice_sampling(real_case_dir):
+    item = {"image": str(real_case_dir / "Case00.nii.gz"), "label": str(real_case_dir / "Case00_segmentation.nii.gz")}
+    volume = preprocessing_transforms(192)(item)
+    assert volume["image"].shape == (1, 192, 192, 64)
+    assert nib.aff2axcodes(volume["image"].affine.numpy()) == ("R", "A", "S")
+    assert abs(volume["image"].double().mean().item()) < 1e-5
+    assert abs(volume["image"].double().std(unbiased=False).item() - 1.0) < 1e-5
+    # LPS -> RAS flips x and y only, so the gland keeps its slices 16..49 (README of the case)
+    foreground = RandSliceSampled(keys="label").foreground_slices(volume["label"])
+    assert torch.nonzero(foreground).flatten().tolist() == list(range(16, 50))
+    for fraction, allowed in ((0.0, set(range(16, 50))), (1.0, set(range(64)) - set(range(16, 50)))):
+        sampler = RandSliceSampled(keys=["image", "label"], num_samples=32, background_fraction=fraction)
+        sampler.set_random_state(0)
+        assert {s["slice_index"] for s in sampler(volume)} <= allowed

@@ -1,0 +1,164 @@
+"""``python -m tools.data <command>``: index, verify, split, split_all, synth (a fire CLI).
+
+Examples::
+
+    python -m tools.data verify --root /data/prostate
+    python -m tools.data index --root /data/prostate --out /data/prostate_index.json
+    python -m tools.data split --index /data/prostate_index.json --target BMC --out datalist_BMC.json
+    python -m tools.data split_all --index /data/prostate_index.json --out-dir datalists/
+    python -m tools.data synth --out /tmp/synth --cases-per-site 6 --size 96 --seed 0 --naming old
+
+A dataset problem ends the command with every problem on its own line on stderr (``<path>: <what>``),
+exit code 1 and no output file; outputs are written to a temporary file and then renamed into place.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, List, Optional, Sequence, Union
+
+import fire
+
+from .datalist import build_index, datalist_filename, load_index, make_all_splits, make_split
+from .io import DatasetError, write_json
+from .verify import AFFINE_ATOL, scan_dataset, summary_line
+
+
+def _command(fn: Callable) -> Callable:
+    """Run a command; turn dataset errors into lines on stderr and exit code 1 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+        except ValueError as err:  # DatasetError and argument errors
+            problems = err.problems if isinstance(err, DatasetError) else [f"error: {err}"]
+            for line in problems:
+                print(line, file=sys.stderr)
+            sys.exit(1)
+        except OSError as err:
+            where = err.filename if err.filename is not None else "error"
+            print(f"{where}: {err.strerror or err}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _path(value, name: str) -> str:
+    if value is None or value is True or value == "":
+        raise DatasetError(f"--{name} needs a path")
+    return os.fspath(str(value))
+
+
+def _sites(value: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [s for s in value.split(",") if s.strip()]
+    return [str(s) for s in value]
+
+
+@_command
+def index(root=None, out=None, sites=None, affine_atol: float = AFFINE_ATOL) -> None:
+    """Check the dataset under ROOT and write its index (sites, cases, geometry, label values) to OUT.
+
+    Args:
+        root: dataset root (site folders in it or one level below).
+        out: the index JSON to write; nothing is written if any check fails.
+        sites: comma-separated sites to index (default: all six, each required).
+        affine_atol: tolerance in mm for image/mask affine agreement.
+    """
+    root, out = _path(root, "root"), _path(out, "out")
+    idx = build_index(root, _sites(sites), float(affine_atol))
+    write_json(idx, out)
+    print(f"wrote {out}: {summary_line(idx['cases'])}")
+
+
+@_command
+def verify(root=None, sites=None, affine_atol: float = AFFINE_ATOL) -> None:
+    """Check the dataset under ROOT: every problem on its own line on stderr and exit code 1, else a summary.
+
+    Args:
+        root: dataset root (site folders in it or one level below).
+        sites: comma-separated sites that must be present (default: all six).
+        affine_atol: tolerance in mm for image/mask affine agreement.
+    """
+    root = _path(root, "root")
+    _, records, problems = scan_dataset(root, _sites(sites), float(affine_atol))
+    if problems:
+        raise DatasetError(problems)
+    print(f"OK {root}: {summary_line(records)}")
+
+
+@_command
+def split(index=None, target=None, out=None, val_fraction: float = 0.2, seed: int = 0) -> None:
+    """Write the leave-one-site-out datalist for TARGET (either naming scheme) from the index INDEX to OUT.
+
+    Args:
+        index: index JSON written by ``index``.
+        target: held-out site (RUNMC/ISBI, BMC/ISBI_1.5, HCRUDB/I2CVB, UCL, BIDMC, HK or S1..S6).
+        out: datalist JSON to write.
+        val_fraction: fraction of each source site's cases used for validation.
+        seed: seed of the validation split.
+    """
+    index_path, out = _path(index, "index"), _path(out, "out")
+    if target is None:
+        raise DatasetError("--target needs a site name")
+    datalist = make_split(load_index(index_path), str(target), val_fraction, seed)
+    write_json(datalist, out)
+    print(
+        f"wrote {out}: target {datalist['target_site']}, {len(datalist['training'])} training, "
+        f"{len(datalist['validation'])} validation, {len(datalist['test'])} test cases"
+    )
+
+
+@_command
+def split_all(index=None, out_dir=None, val_fraction: float = 0.2, seed: int = 0) -> None:
+    """Write ``datalist_<SITE>.json`` into OUT_DIR for every site of the index INDEX.
+
+    Args:
+        index: index JSON written by ``index``.
+        out_dir: folder for the datalists (created if needed).
+        val_fraction: fraction of each source site's cases used for validation.
+        seed: seed of the validation split.
+    """
+    index_path, out_dir = _path(index, "index"), _path(out_dir, "out-dir")
+    splits = make_all_splits(load_index(index_path), val_fraction, seed)  # all computed before any file is written
+    for site, datalist in splits.items():
+        write_json(datalist, os.path.join(out_dir, datalist_filename(site)))
+    print(f"wrote {len(splits)} datalists to {out_dir}: {', '.join(datalist_filename(s) for s in splits)}")
+
+
+@_command
+def synth(out=None, cases_per_site: int = 6, size: int = 96, seed: int = 0, naming: str = "old") -> None:
+    """Write a simulated six-site dataset to OUT with ``tools.data.synth.synthesize``.
+
+    Args:
+        out: output root (six site folders are written under it).
+        cases_per_site: cases per site.
+        size: in-plane size of the volumes.
+        seed: random seed.
+        naming: site folder names, "old" (ISBI, ISBI_1.5, I2CVB, ...) or "new" (RUNMC, BMC, HCRUDB, ...).
+    """
+    out = _path(out, "out")
+    if naming not in ("old", "new"):
+        raise DatasetError(f"--naming must be 'old' or 'new', got {naming!r}")
+    try:
+        from .synth import synthesize
+    except ImportError as err:
+        raise DatasetError(f"tools.data.synth is not available ({err})") from None
+    synthesize(out, cases_per_site, size, seed, naming)
+    print(f"wrote a simulated dataset to {out}")
+
+
+COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split_all, "synth": synth}
+
+
+def main() -> None:
+    fire.Fire(COMMANDS, name="tools.data")
+
+
+if __name__ == "__main__":
+    main()
