@@ -1,0 +1,325 @@
+"""The six-site simulator: layout, determinism, geometry, site differences, montage, building blocks."""
+
+import filecmp
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tools.data.synth import synthesize, synthesize_case, write_montage
+from tools.data.synthesis import SITES, case_file_names, case_numbers, get_site, site_folder
+from tools.data.synthesis.acquisition import add_rician_noise
+from tools.data.synthesis.fields import ellipsoid_distance, fraction_inside, segment_distance, smooth_field
+
+SIZE = 48
+SEED = 3
+OLD = ["ISBI", "ISBI_1.5", "I2CVB", "UCL", "BIDMC", "HK"]
+NEW = ["RUNMC", "BMC", "HCRUDB", "UCL", "BIDMC", "HK"]
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    written = synthesize(out, cases_per_site=2, size=SIZE, seed=SEED, naming="old")
+    return out, written
+
+
+@pytest.fixture(scope="module")
+def cases():
+    """Three cases per site (two seeds' worth of variety) as in-memory results."""
+    return {site.key: [synthesize_case(site, n, seed=s, size=SIZE) for s in (SEED, SEED + 1) for n in case_numbers(site, 2)]
+            for site in SITES}
+
+
+def _load(path):
+    img = nib.load(str(path))
+    return img, np.asanyarray(img.dataobj)
+
+
+# ---------------------------------------------------------------- layout
+
+
+def test_layout_old_naming(collection):
+    out, written = collection
+    assert sorted(p.name for p in out.iterdir()) == sorted(OLD)
+    assert list(written) == OLD
+    expected = {
+        "ISBI": ["Case00.nii.gz", "Case00_segmentation.nii.gz", "Case01.nii.gz", "Case01_segmentation.nii.gz"],
+        "ISBI_1.5": ["Case00.nii.gz", "Case00_Segmentation.nii.gz", "Case01.nii.gz", "Case01_Segmentation.nii.gz"],
+        "I2CVB": ["Case00.nii.gz", "Case00_segmentation.nii.gz", "Case01.nii.gz", "Case01_segmentation.nii.gz"],
+        "UCL": ["Case01.nii.gz", "Case01_segmentation.nii.gz", "Case26.nii.gz", "Case26_segmentation.nii.gz"],
+        "BIDMC": ["Case00.nii.gz", "Case00_segmentation.nii.gz", "Case02.nii.gz", "Case02_segmentation.nii.gz"],
+        "HK": ["Case38.nii.gz", "Case38_segmentation.nii.gz", "Case39.nii.gz", "Case39_segmentation.nii.gz"],
+    }
+    for folder, names in expected.items():
+        assert sorted(p.name for p in (out / folder).iterdir()) == names, folder
+        assert written[folder] == [str(out / folder / n) for n in names if "egmentation" not in n]
+
+
+def test_layout_new_naming(tmp_path):
+    synthesize(tmp_path, cases_per_site=1, size=24, seed=0, naming="new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(NEW)
+    assert (tmp_path / "BMC" / "Case00_Segmentation.nii.gz").exists()
+    assert (tmp_path / "HCRUDB" / "Case00_segmentation.nii.gz").exists()
+    assert (tmp_path / "HK" / "Case38.nii.gz").exists()
+
+
+def test_case_numbering_keeps_the_real_gaps():
+    assert case_numbers(get_site("UCL"), 5) == [1, 26, 27, 28, 29]
+    assert case_numbers(get_site("BIDMC"), 3) == [0, 2, 3]
+    assert case_numbers(get_site("HK"), 12) == list(range(38, 50))
+    assert case_numbers(get_site("ISBI"), 30) == list(range(30))
+    assert case_numbers(get_site("UCL"), 1) == [1]
+    assert case_numbers(get_site("UCL"), 0) == []
+    assert case_file_names(get_site("BMC"), 7) == {"image": "Case07.nii.gz", "label": "Case07_Segmentation.nii.gz"}
+
+
+def test_site_names_resolve_under_both_namings():
+    for old, new in zip(OLD, NEW):
+        assert get_site(old) is get_site(new)
+        assert site_folder(get_site(old), "old") == old
+        assert site_folder(get_site(old), "new") == new
+    with pytest.raises(KeyError, match="PROSTATEX"):
+        get_site("PROSTATEX")
+
+
+def test_zone_labels_only_in_zone_sites(collection):
+    out, _ = collection
+    for folder in OLD:
+        site = get_site(folder)
+        for mask_path in sorted((out / folder).glob(f"*{site.mask_suffix}.nii.gz")):
+            img, lab = _load(mask_path)
+            assert lab.dtype == np.uint8, mask_path
+            values = set(np.unique(lab).tolist())
+            if site.zone_labels:
+                assert values == {0, 1, 2}, mask_path
+            else:
+                assert values == {0, 1}, mask_path
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_files(collection, tmp_path):
+    out, _ = collection
+    synthesize(tmp_path, cases_per_site=2, size=SIZE, seed=SEED, naming="old")
+    for path in sorted(out.glob("*/*.nii.gz")):
+        assert filecmp.cmp(path, tmp_path / path.parent.name / path.name, shallow=False), path
+
+
+def test_other_seed_other_voxels():
+    a = synthesize_case("BIDMC", 0, seed=0, size=SIZE)
+    b = synthesize_case("BIDMC", 0, seed=1, size=SIZE)
+    again = synthesize_case("BIDMC", 0, seed=0, size=SIZE)
+    assert np.array_equal(a.image, again.image) and np.array_equal(a.label, again.label)
+    assert np.array_equal(a.affine, again.affine)
+    assert a.image.shape != b.image.shape or not np.array_equal(a.image, b.image)
+
+
+def test_case_does_not_depend_on_how_many_are_written(collection):
+    out, _ = collection
+    case = synthesize_case("UCL", 26, seed=SEED, size=SIZE)
+    img, data = _load(out / "UCL" / "Case26.nii.gz")
+    _, lab = _load(out / "UCL" / "Case26_segmentation.nii.gz")
+    assert np.array_equal(data, case.image)
+    assert np.array_equal(lab, case.label)
+    np.testing.assert_allclose(img.affine, case.affine, atol=1e-4)
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def test_affines_match_the_site_table(collection):
+    out, _ = collection
+    for folder in OLD:
+        site = get_site(folder)
+        for image_path in sorted((out / folder).glob("Case??.nii.gz")):
+            img, data = _load(image_path)
+            assert data.dtype == np.dtype(site.dtype), image_path
+            assert data.shape[:2] == (SIZE, SIZE), image_path
+            assert "".join(nib.aff2axcodes(img.affine)) == site.orientation, image_path
+            linear = img.affine[:3, :3]
+            assert np.count_nonzero(linear - np.diag(np.diag(linear))) == 0, image_path
+            zooms = np.abs(np.diag(linear))
+            np.testing.assert_allclose(img.header.get_zooms()[:3], zooms, rtol=1e-5)
+            assert site.fov_mm[0] - 1e-3 <= zooms[0] * SIZE <= site.fov_mm[1] + 1e-3, image_path
+            assert zooms[0] == pytest.approx(zooms[1]), image_path
+            assert site.slice_mm[0] - 1e-4 <= zooms[2] <= site.slice_mm[1] + 1e-4, image_path
+            assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1, image_path
+            mask, _ = _load(image_path.parent / case_file_names(site, int(image_path.name[4:6]))["label"])
+            np.testing.assert_array_equal(mask.affine, img.affine)
+
+
+def test_slice_counts_are_plausible(cases):
+    for key, results in cases.items():
+        for case in results:
+            slices = case.image.shape[2]
+            coverage = slices * case.geometry.spacing_mm[2]
+            assert 12 <= slices <= 64, (key, slices)
+            assert 50.0 <= coverage <= 100.0, (key, coverage)
+
+
+def test_content_agrees_with_affine(cases):
+    """Landmarks placed in patient space land where the affine says: mask centroid on the prostate,
+    rectum posterior and bladder superior to it (RAS world)."""
+    for key, results in cases.items():
+        for case in results:
+            idx = np.argwhere(case.label > 0).mean(axis=0)
+            centroid = case.affine[:3, :3] @ idx + case.affine[:3, 3]
+            marks = case.landmarks_ras
+            assert np.linalg.norm(centroid - marks["prostate"]) < 15.0, (key, centroid, marks["prostate"])
+            assert marks["rectum"][1] < centroid[1] - 10.0, key
+            assert marks["bladder"][2] > centroid[2] + 10.0, key
+
+
+def test_masks_are_plausible(cases):
+    for key, results in cases.items():
+        for case in results:
+            lab = case.label > 0
+            volume_ml = lab.sum() * np.prod(case.geometry.spacing_mm) / 1000.0
+            assert 10.0 <= volume_ml <= 150.0, (key, case.case_number, volume_ml)
+            border = [lab[0], lab[-1], lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]]
+            assert not any(b.any() for b in border), (key, case.case_number, "mask touches the border")
+            slices = np.flatnonzero(lab.any(axis=(0, 1)))
+            assert np.all(np.diff(slices) == 1), (key, "mask is not one run of slices")
+
+
+# ---------------------------------------------------------------- site differences
+
+
+def _world_distance(case, point):
+    ijk = np.indices(case.image.shape).reshape(3, -1).T
+    world = ijk @ case.affine[:3, :3].T + case.affine[:3, 3]
+    return np.linalg.norm(world - point, axis=1)
+
+
+def test_endorectal_coil_sites_have_a_steep_bias_around_the_rectum(cases):
+    """p95 within 30 mm of the coil (or rectum) over the median beyond 60 mm: every coil case exceeds every
+    no-coil case."""
+    ratios = {True: [], False: []}
+    for key, results in cases.items():
+        for case in results:
+            ref = case.landmarks_ras.get("coil", case.landmarks_ras["rectum"])
+            d = _world_distance(case, ref)
+            v = case.image.astype(np.float64).ravel()
+            ratios[case.site.endorectal_coil].append(np.percentile(v[d < 30.0], 95) / np.median(v[d > 60.0]))
+    assert min(ratios[True]) > max(ratios[False]), ratios
+
+
+def test_sites_differ_in_raw_intensity_statistics(cases):
+    median = {k: np.median([np.median(c.image) for c in v]) for k, v in cases.items()}
+    dynamic = {k: np.median([np.percentile(c.image, 99.5) / np.median(c.image) for c in v]) for k, v in cases.items()}
+    # vendor scales: the raw medians of the six sites span more than a factor of 5
+    assert max(median.values()) > 5.0 * min(median.values()), median
+    # the coil's bright ring widens the dynamic range of every coil site beyond every surface-coil site
+    coil = [dynamic[s.key] for s in SITES if s.endorectal_coil]
+    surface = [dynamic[s.key] for s in SITES if not s.endorectal_coil]
+    assert min(coil) > max(surface), dynamic
+    # int16 sites hold integers, float32 sites do not
+    for key, results in cases.items():
+        image = results[0].image
+        if results[0].site.dtype == "int16":
+            assert image.dtype == np.int16 and image.min() >= 0
+        else:
+            assert image.dtype == np.float32 and not np.allclose(image, np.rint(image))
+
+
+def test_noise_follows_field_strength(cases):
+    sigma = {1.5: [], 3.0: []}
+    for results in cases.values():
+        for case in results:
+            assert case.field_strength_t in case.site.field_strengths_t
+            sigma[case.field_strength_t].append(case.acquisition["noise_sigma"])
+    assert min(sigma[1.5]) > max(sigma[3.0]), sigma
+
+
+def test_fields_of_view_differ(cases):
+    fov = {k: np.mean([c.acquisition["fov_mm"] for c in v]) for k, v in cases.items()}
+    assert fov["BIDMC"] < fov["RUNMC"] < fov["HCRUDB"], fov
+    assert fov["BMC"] < fov["HK"], fov
+
+
+# ---------------------------------------------------------------- montage and arguments
+
+
+def test_write_montage(collection, tmp_path):
+    import matplotlib.image
+
+    out, _ = collection
+    png = write_montage(out, tmp_path / "docs" / "montage.png", slices_per_site=2)
+    pixels = matplotlib.image.imread(png)
+    assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 200
+    assert pixels[..., :3].std() > 0.05  # not a blank canvas
+    with pytest.raises(FileNotFoundError, match="no site folder"):
+        write_montage(tmp_path / "empty", tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"naming": "newest"}, "naming"),
+        ({"cases_per_site": 0}, "cases_per_site"),
+        ({"size": 8}, "size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_synthesize_rejects_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        synthesize(tmp_path, **kwargs)
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def test_fraction_inside_is_the_area_fraction_of_a_flat_edge():
+    d = np.array([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], dtype=np.float32)
+    np.testing.assert_allclose(fraction_inside(d, 1.0), [1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0])
+    with pytest.raises(ValueError, match="width_mm"):
+        fraction_inside(d, 0.0)
+
+
+def test_distances_are_exact_where_they_should_be():
+    p = (np.array([3.0, 0.0, 0.0], np.float32), np.array([4.0, 0.0, 1.0], np.float32), np.zeros(3, np.float32))
+    np.testing.assert_allclose(ellipsoid_distance(p, (0, 0, 0), (2, 2, 2)), [3.0, -2.0, -1.0], atol=1e-5)
+    q = (np.array([7.0, 0.0, 0.0], np.float32), np.array([0.0, 4.0, 1.0], np.float32))
+    np.testing.assert_allclose(ellipsoid_distance(q, (0, 0), (5, 2)), [2.0, 2.0, -1.0], atol=1e-5)
+    s = (np.array([-3.0, 2.0, 9.0], np.float32), np.array([4.0, 5.0, 0.0], np.float32))
+    np.testing.assert_allclose(segment_distance(s, (0, 0), (6, 0)), [5.0, 5.0, 3.0], atol=1e-5)
+
+
+def test_smooth_field_has_unit_variance_and_gaussian_correlation():
+    """Filtered white noise with kernel sigma s has correlation exp(-d^2 / (4 s^2)) at lag d."""
+    rng = np.random.default_rng(0)
+    for sigma in (1.0, 4.0):  # direct and coarse-grid paths
+        f = np.stack([smooth_field(rng, (64, 64, 8), (sigma, sigma, 0.0)) for _ in range(12)])
+        assert f.dtype == np.float32
+        assert abs(f.mean()) < 0.05 and abs(f.var() - 1.0) < 0.12, (sigma, f.mean(), f.var())
+        lag = int(sigma)
+        corr = np.mean(f[:, :-lag] * f[:, lag:]) / f.var()
+        assert corr == pytest.approx(np.exp(-(lag**2) / (4 * sigma**2)), abs=0.05), sigma
+
+
+def test_rician_noise():
+    rng = np.random.default_rng(0)
+    sigma = 2.0
+    background = add_rician_noise(rng, np.zeros((200, 200, 4), np.float32), sigma)
+    # zero signal: Rayleigh, mean sigma * sqrt(pi / 2), mean / std = sqrt(pi / 2) / sqrt(2 - pi / 2)
+    assert background.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.01)
+    assert background.mean() / background.std() == pytest.approx(np.sqrt(np.pi / 2) / np.sqrt(2 - np.pi / 2), rel=0.02)
+    bright = add_rician_noise(rng, np.full((200, 200, 4), 100.0, np.float32), sigma, correlation_px=0.7)
+    assert bright.std() == pytest.approx(sigma, rel=0.05)  # high SNR: Gaussian, sigma kept by the smoothing
+    neighbour = np.corrcoef(bright[:-1].ravel(), bright[1:].ravel())[0, 1]
+    assert 0.3 < neighbour < 0.9
+    with pytest.raises(ValueError, match="sigma"):
+        add_rician_noise(rng, background, -1.0)
+
+
+def test_real_case_is_in_the_family_of_the_coil_sites(real_case_dir):
+    """The real endorectal-coil case's dynamic range lies inside that of the synthetic coil sites."""
+    img = nib.load(str(Path(real_case_dir) / "Case00.nii.gz"))
+    data = np.asanyarray(img.dataobj).astype(np.float64)
+    real = np.percentile(data, 99.5) / np.median(data)
+    synthetic = [np.percentile(c.image, 99.5) / np.median(c.image)
+                 for s in SITES if s.endorectal_coil for c in [synthesize_case(s, n, 0, 64) for n in case_numbers(s, 3)]]
+    assert min(synthetic) < real < max(synthetic), (real, synthetic)
