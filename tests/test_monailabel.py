@@ -1,19 +1,28 @@
-"""MONAI Label serves a 2D-slice bundle on a 3D NIfTI volume (tools/monailabel_app.py).
+"""MONAI Label serves the project's ENet student bundle (tools/monailabel_app.py).
 
-The server runs in ``.venv-monailabel`` (requirements-monailabel.txt); this test drives it from
-the main environment over HTTP on 127.0.0.1. The bundle is a stand-in with the shape of the
-project's bundles: a 2D network (``spatial_shape: [H, W]``) applied slice by slice with
-``SliceInferer``, an in-plane resize and a reorientation that ``Invertd`` must undo.
+The server runs in ``.venv-monailabel`` (requirements-monailabel.txt); these tests drive it from the
+main environment over HTTP on 127.0.0.1, with the offline settings of
+:data:`tools.monailabel_app.OFFLINE_CONF` (``sam2 false``, a local ``zoo_source``, no trainers).
 
-The reference mask is the same bundle run in this process with ``monai.bundle.ConfigParser``
-(preprocessing -> inferer -> postprocessing, as ``monai.bundle run`` would): the server must give
-the same voxels in the input's geometry.
+The bundle is ``bundles/prostate_mri_enet_student`` as committed: its configs, LICENSE and docs are
+copied unmodified (``image_size`` 384, ``bundle_root`` computed by ``tools.bundles.bundle_dir``, which
+MONAI Label and ``--bundle_root`` replace), and ``models/model.pt`` is the state dict of the bundle's
+own ``network_def``, randomly initialised with :data:`WEIGHT_SEED`. That seed is not 0, the seed the
+bundle's ``initialize`` sets before its network is built, so a weight file that failed to load could
+not reproduce the reference mask by accident.
+
+The reference mask is the same served bundle folder run by ``python -m monai.bundle run`` in the main
+environment (torch 2.13, numpy 2) with ``--bundle_root`` pointing at the copy; the server (torch 2.14,
+numpy 1.26) must return the same voxels, in the input's shape and affine.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -29,159 +38,61 @@ if not (mla.DEFAULT_VENV / "bin" / "python").exists():
         allow_module_level=True,
     )
 
-BUNDLE_NAME = "slice_unet_stand_in"
-ROI = [32, 32]  # in-plane size the 2D network sees (BasicUNet needs multiples of 16)
-VOLUME_SHAPE = (40, 48, 6)  # non-square in-plane, so a swapped or flipped axis cannot go unnoticed
-# Left-posterior-superior axes (as DICOM-derived NIfTI often are): Orientationd(RAS) flips the
-# first two axes, and only Invertd flips them back (MONAI Label's own Restored step does not).
-VOLUME_AFFINE = np.array(
-    [[-0.6, 0.0, 0.0, 12.0], [0.0, -0.7, 0.0, -5.0], [0.0, 0.0, 3.0, 30.0], [0.0, 0.0, 0.0, 1.0]]
-)
-
-METADATA = {
-    "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json",
-    "version": "0.0.1",
-    "changelog": {"0.0.1": "stand-in for tests"},
-    "monai_version": "1.6.1",
-    "pytorch_version": "2.13.0",
-    "numpy_version": "1.26.4",
-    "required_packages_version": {"nibabel": "5.4.2"},
-    "task": "Prostate segmentation (test stand-in)",
-    "description": "A randomly initialised 2D BasicUNet applied to axial slices",
-    "authors": "prostate-rkd tests",
-    "copyright": "Apache-2.0",
-    "network_data_format": {
-        "inputs": {
-            "image": {
-                "type": "image",
-                "format": "magnitude",
-                "modality": "MR",
-                "num_channels": 1,
-                "spatial_shape": ROI,
-                "dtype": "float32",
-                "value_range": [],
-                "is_patch_data": False,
-                "channel_def": {"0": "T2"},
-            }
-        },
-        "outputs": {
-            "pred": {
-                "type": "image",
-                "format": "segmentation",
-                "num_channels": 2,
-                "spatial_shape": ROI,
-                "dtype": "float32",
-                "value_range": [0, 1],
-                "is_patch_data": False,
-                "channel_def": {"0": "background", "1": "prostate"},
-            }
-        },
-    },
-}
-
-INFERENCE_YAML = f"""
-imports:
-  - $import torch
-bundle_root: .
-output_dir: $@bundle_root + '/eval'
-device: $torch.device('cpu')
-network_def:
-  _target_: monai.networks.nets.BasicUNet
-  spatial_dims: 2
-  in_channels: 1
-  out_channels: 2
-  features: [4, 4, 8, 8, 16, 4]
-network: $@network_def.to(@device)
-preprocessing:
-  _target_: Compose
-  transforms:
-    - _target_: LoadImaged
-      keys: image
-    - _target_: EnsureChannelFirstd
-      keys: image
-    - _target_: Orientationd
-      keys: image
-      axcodes: RAS
-    - _target_: NormalizeIntensityd
-      keys: image
-      channel_wise: true
-    - _target_: Resized
-      keys: image
-      spatial_size: [{ROI[0]}, {ROI[1]}, -1]
-      mode: bilinear
-    - _target_: EnsureTyped
-      keys: image
-inferer:
-  _target_: SliceInferer
-  roi_size: {ROI}
-  spatial_dim: 2
-  sw_batch_size: 4
-postprocessing:
-  _target_: Compose
-  transforms:
-    - _target_: Activationsd
-      keys: pred
-      softmax: true
-    - _target_: Invertd
-      keys: pred
-      transform: '@preprocessing'
-      orig_keys: image
-      nearest_interp: false
-      to_tensor: true
-    - _target_: AsDiscreted
-      keys: pred
-      argmax: true
-    - _target_: SaveImaged
-      keys: pred
-      output_dir: '@output_dir'
-      separate_folder: false
-      resample: false
-"""
+BUNDLE = mla.REPO_ROOT / "bundles" / "prostate_mri_enet_student"
+#: What is copied from the committed bundle (those present); ``models/`` is written by :func:`copy_student`.
+BUNDLE_ITEMS = ("configs", "LICENSE", "docs")
+WEIGHT_SEED = 2024
+#: case id -> (simulated site, axial slices kept): a whole (48, 48, 20) volume and 6 slices of another
+#: site's volume (another spacing and origin; cut to keep the 384 x 384 slice inference cheap). Both
+#: have left-posterior axes, so ``Orientationd("RAS")`` flips them and only ``Invertd`` flips them back.
+CASES = {"case0": ("ISBI", slice(None)), "case1": ("UCL", slice(8, 14))}
 
 
-def make_bundle(root: Path) -> Path:
-    """The stand-in bundle: configs, a LICENSE, and the seeded random network's state dict."""
-    (root / "configs").mkdir(parents=True)
-    (root / "models").mkdir()
-    (root / "configs" / "metadata.json").write_text(json.dumps(METADATA, indent=2))
-    (root / "configs" / "inference.yaml").write_text(INFERENCE_YAML)
-    (root / "LICENSE").write_text("Apache-2.0\n")
-    from monai.networks.nets import BasicUNet
-
-    torch.manual_seed(0)
-    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
-    torch.save(net.state_dict(), root / "models" / "model.pt")
-    return root
-
-
-def make_volume(path: Path, shape=VOLUME_SHAPE, affine=VOLUME_AFFINE, seed: int = 0) -> Path:
-    """A smooth synthetic T2-like volume: a bright ellipsoid on a dim gradient, plus seeded noise."""
-    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
-    blob = ((x - 0.2) ** 2 / 0.3 + (y + 0.1) ** 2 / 0.2 + z**2 / 0.8) < 1
-    rng = np.random.default_rng(seed)
-    data = 100 + 50 * x + 300 * blob + rng.normal(0, 10, shape)
-    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
-    return path
-
-
-def reference_mask(bundle: Path, image: Path) -> np.ndarray:
-    """The bundle's own inference in this process, SaveImaged left out: (H, W, D) labels."""
+def copy_student(target: Path, seed: int = WEIGHT_SEED) -> Path:
+    """``BUNDLE``'s configs, LICENSE and docs in ``target``, plus ``models/model.pt``: the state dict of
+    its ``network_def`` (from ``configs/inference.yaml``) after ``torch.manual_seed(seed)``."""
     from monai.bundle import ConfigParser
-    from monai.transforms import SaveImaged
 
+    target.mkdir(parents=True)
+    for item in BUNDLE_ITEMS:
+        source = BUNDLE / item
+        if source.is_dir():
+            shutil.copytree(source, target / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.is_file():
+            shutil.copy2(source, target / item)
     parser = ConfigParser()
-    parser.read_config(bundle / "configs" / "inference.yaml")
-    parser["bundle_root"] = str(bundle)
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu"))
-    net.eval()
-    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
-    with torch.no_grad():
-        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], net)[0]
-    for t in parser.get_parsed_content("postprocessing").transforms:
-        if not isinstance(t, SaveImaged):
-            data = t(data)
-    return np.asarray(data["pred"][0])
+    parser.read_config(target / "configs" / "inference.yaml")
+    parser["bundle_root"] = str(target)
+    torch.manual_seed(seed)
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    (target / "models").mkdir()
+    torch.save(network.state_dict(), target / "models" / "model.pt")
+    return target
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    """One weighted copy of the student bundle for the module; tests that change it copy it again."""
+    return copy_student(tmp_path_factory.mktemp("bundle") / BUNDLE.name)
+
+
+@pytest.fixture
+def student_copy(student, tmp_path) -> Path:
+    """A private copy of :func:`student` that a test may modify."""
+    return Path(shutil.copytree(student, tmp_path / BUNDLE.name))
+
+
+def synthetic_cases(folder: Path) -> dict[str, Path]:
+    """``folder/<id>.nii.gz`` for :data:`CASES`: slices of the first image of each named site of the
+    project's simulator (``nibabel``'s slicer keeps the affine of the kept voxels)."""
+    from tools.data.synth import synthesize
+
+    written = synthesize(folder / "sites", cases_per_site=1, size=48, seed=0)
+    cases = {}
+    for case_id, (site, slices) in CASES.items():
+        cases[case_id] = folder / f"{case_id}.nii.gz"
+        nib.save(nib.load(written[site][0]).slicer[:, :, slices], cases[case_id])
+    return cases
 
 
 def read_nifti(payload: bytes) -> nib.Nifti1Image:
@@ -190,81 +101,97 @@ def read_nifti(payload: bytes) -> nib.Nifti1Image:
     return nib.Nifti1Image.from_bytes(raw)
 
 
-def test_check_bundle_reports_what_monailabel_reads(tmp_path):
-    bundle = make_bundle(tmp_path / BUNDLE_NAME)
-    summary = mla.check_bundle(bundle)
-    assert summary["dimension"] == 2
+def test_check_bundle_reports_what_monailabel_reads(student_copy):
+    summary = mla.check_bundle(student_copy)
+    assert summary["dimension"] == 2  # metadata spatial_shape [384, 384]: a 2D network
     assert summary["labels"] == {"prostate": 1}
-    assert summary["config"].name == "inference.yaml" and summary["weights"].name == "model.pt"
+    assert summary["config"] == student_copy / "configs" / "inference.yaml"
+    assert summary["weights"] == student_copy / "models" / "model.pt"
 
-    (bundle / "models" / "model.pt").unlink()
+    (student_copy / "models" / "model.pt").unlink()
     with pytest.raises(FileNotFoundError, match="model.pt"):
-        mla.check_bundle(bundle)
+        mla.check_bundle(student_copy)
 
 
-def test_check_bundle_rejects_other_keys(tmp_path):
-    bundle = make_bundle(tmp_path / BUNDLE_NAME)
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+def test_check_bundle_rejects_other_keys(student_copy):
+    metadata_path = student_copy / "configs" / "metadata.json"
+    meta = json.loads(metadata_path.read_text())
     meta["network_data_format"]["outputs"] = {"seg": meta["network_data_format"]["outputs"]["pred"]}
-    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    metadata_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="'seg'"):
-        mla.check_bundle(bundle)
+        mla.check_bundle(student_copy)
 
 
-def test_prepare_app_copies_sample_app_and_bundle(tmp_path):
-    bundle = make_bundle(tmp_path / BUNDLE_NAME)
-    target = mla.prepare_app(bundle, tmp_path / "app")
-    assert target == tmp_path / "app" / "model" / BUNDLE_NAME
+def test_prepare_app_copies_sample_app_and_bundle(student_copy, tmp_path):
+    student = student_copy
+    (student / "eval").mkdir()
+    (student / "eval" / "case0_seg.nii.gz").write_bytes(b"")  # outputs of earlier runs stay behind
+    target = mla.prepare_app(student, tmp_path / "app")
+    assert target == tmp_path / "app" / "model" / BUNDLE.name
     assert (tmp_path / "app" / "main.py").read_text() == (mla.sample_app_dir() / "main.py").read_text()
-    assert (target / "models" / "model.pt").read_bytes() == (bundle / "models" / "model.pt").read_bytes()
+    copied = sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
+    assert copied == sorted(p.relative_to(student) for p in student.rglob("*") if p.is_file() and "eval" not in p.parts)
+    assert (target / "models" / "model.pt").read_bytes() == (student / "models" / "model.pt").read_bytes()
+    assert (target / "configs" / "inference.yaml").read_text() == (BUNDLE / "configs" / "inference.yaml").read_text()
 
 
-def test_server_start_failure_reports_log(tmp_path):
-    """A bundle whose network_def names no class: the app fails at start-up, and the error says why."""
-    bundle = make_bundle(tmp_path / BUNDLE_NAME)
-    config = bundle / "configs" / "inference.yaml"
-    config.write_text(config.read_text().replace("monai.networks.nets.BasicUNet", "custom_nets.NoSuchNet"))
+def test_server_start_failure_reports_log(student_copy, tmp_path):
+    """A network_def that names no class: the app fails at start-up, and the error says why."""
+    config = student_copy / "configs" / "inference.yaml"
+    text = config.read_text()
+    assert "custom_nets.ENet" in text
+    config.write_text(text.replace("custom_nets.ENet", "custom_nets.NoSuchNet"))
     app = tmp_path / "app"
-    mla.prepare_app(bundle, app)
+    mla.prepare_app(student_copy, app)
     reason = "(?s)exited with code.*Cannot locate class or function path: 'custom_nets.NoSuchNet'"
     with pytest.raises(RuntimeError, match=reason):
-        mla.start_server(app, tmp_path / "studies", models=BUNDLE_NAME, timeout=120)
+        mla.start_server(app, tmp_path / "studies", models=BUNDLE.name, timeout=120)
 
 
-def test_monailabel_serves_slice_bundle_on_volume(tmp_path):
-    """Three ways in: an image of the studies folder, one uploaded to the datastore, one sent with the request."""
-    bundle = make_bundle(tmp_path / BUNDLE_NAME)
+def test_monailabel_serves_student_bundle(student, tmp_path):
+    """case0 from the studies folder by id, case1 uploaded with the request; both as `monai.bundle run` gives them."""
+    cases = synthetic_cases(tmp_path / "cases")
     studies = tmp_path / "studies"
     studies.mkdir()
-    case0 = make_volume(studies / "case0.nii.gz")
-    # uploaded later: another shape, and right-anterior axes, so Orientationd flips only the second one
-    case1_affine = np.diag([0.5, -0.5, 2.5, 1.0])
-    case1 = make_volume(tmp_path / "case1.nii.gz", shape=(36, 52, 5), affine=case1_affine, seed=1)
-    expected = {name: reference_mask(bundle, path) for name, path in (("case0", case0), ("case1", case1))}
-    for name, mask in expected.items():
-        assert set(np.unique(mask)) == {0.0, 1.0}, f"{name}: the random network should give both labels"
-
+    shutil.copy2(cases["case0"], studies / "case0.nii.gz")
     app = tmp_path / "app"
-    mla.prepare_app(bundle, app)
-    server = mla.start_server(app, studies, models=BUNDLE_NAME, timeout=240)
+    served = mla.prepare_app(student, app)
+
+    # the reference runs on the served folder while the server starts: the user's command, any working directory
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(served / "configs" / "inference.yaml")]
+    command += ["--input", str(cases["case0"].parent), "--bundle_root", str(served)]
+    reference_log = tmp_path / "reference.log"
+    with open(reference_log, "wb") as log:
+        reference = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        server = mla.start_server(app, studies, models=BUNDLE.name, timeout=240)
+    except BaseException:
+        reference.kill()
+        reference.wait()
+        raise
     try:
         info = mla.wait_until_ready(server, timeout=10)
-        assert info["models"][BUNDLE_NAME]["dimension"] == 2
-        assert info["models"][BUNDLE_NAME]["labels"] == {"prostate": 1}
-
-        by_id = read_nifti(mla.infer(server.url, BUNDLE_NAME, image_id="case0"))
-        assert mla.upload_image(server.url, case1, image_id="case1") == {"image": "case1"}
-        uploaded = read_nifti(mla.infer(server.url, BUNDLE_NAME, image_id="case1"))
-        with_request = read_nifti(mla.infer(server.url, BUNDLE_NAME, image_file=case0))
+        assert info["models"][BUNDLE.name]["dimension"] == 2
+        assert info["models"][BUNDLE.name]["labels"] == {"prostate": 1}
+        # the reference runs on the CPU (the main environment's torch is the CPU wheel): so does the server
+        results = {
+            "case0": read_nifti(mla.infer(server.url, BUNDLE.name, image_id="case0", params={"device": "cpu"})),
+            "case1": read_nifti(mla.infer(server.url, BUNDLE.name, image_file=cases["case1"], params={"device": "cpu"})),
+        }
+        assert mla.upload_image(server.url, cases["case1"], image_id="case1") == {"image": "case1"}
     except BaseException:
         print(f"--- MONAI Label server log ({server.log_path}) ---\n{server.log_tail(20000)}")
         raise
     finally:
         assert mla.stop_server(server) is not None, "the server process is still running"
+        assert reference.wait(timeout=300) == 0, f"{' '.join(command)} failed:\n{reference_log.read_text()[-6000:]}"
 
-    assert (studies / "case1.nii.gz").is_file(), "the upload should land in the studies folder"
-    answers = ((by_id, "case0", VOLUME_AFFINE), (uploaded, "case1", case1_affine), (with_request, "case0", VOLUME_AFFINE))
-    for result, name, affine in answers:
-        assert result.shape == expected[name].shape
-        np.testing.assert_allclose(result.affine, affine, atol=1e-5)
-        np.testing.assert_array_equal(np.asarray(result.dataobj), expected[name])
+    assert (studies / "case1.nii.gz").read_bytes() == cases["case1"].read_bytes(), "the upload lands in the studies"
+    for case_id, result in results.items():
+        image = nib.load(cases[case_id])
+        expected = nib.load(served / "eval" / f"{case_id}_seg.nii.gz")  # output_dir follows --bundle_root
+        expected_mask = np.asarray(expected.dataobj)
+        assert set(np.unique(expected_mask)) == {0, 1}, f"{case_id}: the mask should hold both labels"
+        assert result.shape == image.shape == expected.shape, case_id
+        np.testing.assert_allclose(result.affine, image.affine, atol=1e-5, err_msg=case_id)
+        np.testing.assert_array_equal(np.asarray(result.dataobj), expected_mask, err_msg=case_id)

@@ -9,7 +9,7 @@ import pytest
 
 from tools.data.synth import synthesize, synthesize_case, write_montage
 from tools.data.synthesis import SITES, case_file_names, case_numbers, get_site, site_folder
-from tools.data.synthesis.acquisition import add_rician_noise
+from tools.data.synthesis.acquisition import add_rician_noise, choose_slice_window, crop_slices, sample_geometry
 from tools.data.synthesis.fields import ellipsoid_distance, fraction_inside, segment_distance, smooth_field
 
 SIZE = 48
@@ -27,9 +27,11 @@ def collection(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cases():
-    """Three cases per site (two seeds' worth of variety) as in-memory results."""
-    return {site.key: [synthesize_case(site, n, seed=s, size=SIZE) for s in (SEED, SEED + 1) for n in case_numbers(site, 2)]
-            for site in SITES}
+    """Four cases per site (two case numbers under two seeds) as in-memory results."""
+    return {
+        site.key: [synthesize_case(site, n, seed=s, size=SIZE) for s in (SEED, SEED + 1) for n in case_numbers(site, 2)]
+        for site in SITES
+    }
 
 
 def _load(path):
@@ -151,13 +153,18 @@ def test_affines_match_the_site_table(collection):
             np.testing.assert_array_equal(mask.affine, img.affine)
 
 
-def test_slice_counts_are_plausible(cases):
+def test_slab_is_the_site_coverage_unless_the_gland_needs_more(cases):
     for key, results in cases.items():
         for case in results:
             slices = case.image.shape[2]
-            coverage = slices * case.geometry.spacing_mm[2]
-            assert 12 <= slices <= 64, (key, slices)
-            assert 50.0 <= coverage <= 100.0, (key, coverage)
+            thickness = case.geometry.spacing_mm[2]
+            coverage = slices * thickness
+            occupied = np.flatnonzero(case.label.any(axis=(0, 1)))
+            needed = (occupied[-1] - occupied[0] + 1) * thickness + 16.0
+            low, high = case.site.coverage_mm
+            assert 12 <= slices <= 70, (key, slices)
+            assert low - thickness <= coverage <= max(high, needed) + 2 * thickness, (key, coverage, needed)
+            assert occupied[0] * thickness >= 8.0 and (slices - 1 - occupied[-1]) * thickness >= 8.0, key
 
 
 def test_content_agrees_with_affine(cases):
@@ -320,6 +327,29 @@ def test_real_case_is_in_the_family_of_the_coil_sites(real_case_dir):
     img = nib.load(str(Path(real_case_dir) / "Case00.nii.gz"))
     data = np.asanyarray(img.dataobj).astype(np.float64)
     real = np.percentile(data, 99.5) / np.median(data)
-    synthetic = [np.percentile(c.image, 99.5) / np.median(c.image)
-                 for s in SITES if s.endorectal_coil for c in [synthesize_case(s, n, 0, 64) for n in case_numbers(s, 3)]]
+    coil_cases = [synthesize_case(s, n, 0, 64) for s in SITES if s.endorectal_coil for n in case_numbers(s, 3)]
+    synthetic = [np.percentile(c.image, 99.5) / np.median(c.image) for c in coil_cases]
     assert min(synthetic) < real < max(synthetic), (real, synthetic)
+
+
+def test_choose_slice_window():
+    rng = np.random.default_rng(0)
+    occupied = np.zeros(10, bool)
+    occupied[3:6] = True
+    assert choose_slice_window(rng, occupied, target=5, margin=1) == (2, 5)  # the only fit
+    assert choose_slice_window(rng, occupied, target=20, margin=1) == (0, 10)  # capped at the grid
+    assert choose_slice_window(rng, occupied, target=2, margin=2) == (1, 7)  # the gland needs 3 + 2 * 2
+    starts = {choose_slice_window(rng, occupied, target=8, margin=1)[0] for _ in range(200)}
+    assert starts == {0, 1, 2}
+    with pytest.raises(ValueError, match="empty"):
+        choose_slice_window(rng, np.zeros(4, bool), 2, 1)
+
+
+def test_crop_slices_moves_the_origin_along_the_slice_axis():
+    geometry = sample_geometry(np.random.default_rng(0), get_site("HCRUDB"), 32, (-20.0, 20.0))
+    cropped = crop_slices(geometry, 5, 12)
+    assert cropped.shape == (32, 32, 12)
+    np.testing.assert_allclose(cropped.affine[:3, :3], geometry.affine[:3, :3])
+    np.testing.assert_allclose(cropped.affine @ [0, 0, 0, 1], geometry.affine @ [0, 0, 5, 1])
+    with pytest.raises(ValueError, match="outside"):
+        crop_slices(geometry, geometry.shape[2] - 3, 4)

@@ -16,10 +16,11 @@ Regenerate the montage in ``docs/`` (about 10 s)::
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Union
 
 import nibabel as nib
 import numpy as np
@@ -27,6 +28,8 @@ import numpy as np
 from .synthesis.acquisition import (
     AcquisitionGeometry,
     add_rician_noise,
+    choose_slice_window,
+    crop_slices,
     endorectal_coil_bias,
     patient_coordinates,
     patient_to_world_ras,
@@ -53,7 +56,8 @@ class SyntheticCase:
         label: ``uint8`` mask, 0 background, 1 prostate (or 1 central gland, 2 peripheral zone).
         geometry: grid, affine and patient pose.
         field_strength_t: the case's field strength.
-        acquisition: the drawn acquisition parameters (scale, gamma, noise sigma, coil gain...).
+        acquisition: the drawn acquisition parameters (scale, gamma, noise sigma, coil gain...) and
+            ``prostate_ml``, the gland volume from the partial-volume fractions.
         landmarks_ras: world RAS positions (mm) of ``prostate``, ``rectum``, ``bladder`` and, with a coil,
             ``coil`` (before the few-mm random deformation).
     """
@@ -85,7 +89,9 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     the slice -> contrast ``s^gamma`` -> coil sensitivity ``b(p)`` (phased array, times the endorectal
     coil where present) -> slice-profile average -> Rician noise ``sigma = sigma_3T * 3 / B0`` -> vendor
     scale and voxel type. The mask is ``mean prostate fraction >= 1/2`` over the slice; for zone sites the
-    label is 1 where the central gland is the majority of the prostate in the voxel, else 2.
+    label is 1 where the central gland is the majority of the prostate in the voxel, else 2. The written
+    slab is the site's number of slices (more if the gland needs it), with at least 8 mm of empty slices
+    on both sides of the mask, at a random position along the render grid.
 
     The random stream is ``numpy.random.default_rng([seed, site.index, case_number])``.
     """
@@ -121,12 +127,18 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     signal = signal.reshape(sub).mean(axis=-1)
     prostate = render.prostate.reshape(sub).mean(axis=-1)
     central = render.central_gland.reshape(sub).mean(axis=-1)
-    image = add_rician_noise(rng, signal, noise, site.noise_correlation_px) * np.float32(scale)
-    image = to_vendor_dtype(image, site.dtype)
-
     label = (prostate >= 0.5).astype(np.uint8)
     if site.zone_labels:
         label[(label == 1) & (central < 0.5 * prostate)] = 2
+
+    margin = int(np.ceil(8.0 / geometry.spacing_mm[2]))
+    start, count = choose_slice_window(rng, label.any(axis=(0, 1)), geometry.target_slices, margin)
+    geometry = crop_slices(geometry, start, count)
+    window = slice(start, start + count)
+    signal, prostate = signal[:, :, window], prostate[:, :, window]
+    label = np.ascontiguousarray(label[:, :, window])
+    image = add_rician_noise(rng, signal, noise, site.noise_correlation_px) * np.float32(scale)
+    image = to_vendor_dtype(image, site.dtype)
 
     landmarks = {
         "prostate": patient_to_world_ras(geometry, (0.0, 0.0, 0.0)),
@@ -213,7 +225,8 @@ def _as_lps(img: nib.Nifti1Image) -> np.ndarray:
     """The array reoriented so that axis 0 runs to the left, axis 1 posterior, axis 2 superior."""
     current = nib.orientations.io_orientation(img.affine)
     target = nib.orientations.axcodes2ornt(("L", "P", "S"))
-    return nib.orientations.apply_orientation(np.asanyarray(img.dataobj), nib.orientations.ornt_transform(current, target))
+    transform = nib.orientations.ornt_transform(current, target)
+    return nib.orientations.apply_orientation(np.asanyarray(img.dataobj), transform)
 
 
 def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 4, sagittal: bool = True) -> str:
@@ -224,10 +237,8 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
     The whole-gland contour is red; zone sites also show the central gland (yellow). With ``sagittal``, a
     last column shows the mid-sagittal plane (anterior left, superior up) at the true aspect ratio.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+    from PIL import Image
 
     slices_per_site = _check_int("slices_per_site", slices_per_site, 1)
     data_dir = Path(data_dir)
@@ -235,7 +246,8 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
     if not sites:
         raise FileNotFoundError(f"no site folder ({', '.join(s.old_name for s in SITES)} or new names) in {data_dir}.")
     cols = slices_per_site + int(sagittal)
-    fig, axes = plt.subplots(len(sites), cols, figsize=(1.7 * cols, 1.75 * len(sites)), squeeze=False)
+    fig = Figure(figsize=(1.7 * cols, 1.75 * len(sites)))
+    axes = fig.subplots(len(sites), cols, squeeze=False)
     for row, (site, folder) in enumerate(sites):
         image_path, label_path = _first_case(folder)
         img = nib.load(str(image_path))
@@ -259,7 +271,7 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
             ax.imshow(vol[:, :, k].T, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             ax.contour((lab[:, :, k] > 0).T.astype(float), [0.5], colors="r", linewidths=0.6)
             if site.zone_labels and (lab[:, :, k] == 1).any():
-                ax.contour((lab[:, :, k] == 1).T.astype(float), [0.5], colors="y", linewidths=0.5)
+                ax.contour((lab[:, :, k] == 1).T.astype(float), [0.5], colors="yellow", linewidths=0.7)
             ax.set_title(f"z={k}", fontsize=6, pad=1)
         if sagittal:
             i = int(round(np.mean(np.nonzero(lab)[0])))
@@ -274,6 +286,9 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
     fig.tight_layout(pad=0.3)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(out_png), dpi=110)
-    plt.close(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    buffer.seek(0)
+    with Image.open(buffer) as rendered:  # a 256-colour palette keeps the committed PNG small
+        rendered.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(str(out_png), optimize=True)
     return str(out_png)

@@ -9,19 +9,21 @@ with the voxel spacing on its diagonal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
 from .anatomy import PelvisAnatomy
-from .fields import Coords, ellipsoid_distance, segment_distance, smooth_field
+from .fields import Coords, segment_distance, smooth_field
 from .sites import SiteSpec
 
 __all__ = [
     "AcquisitionGeometry",
     "sample_geometry",
+    "choose_slice_window",
+    "crop_slices",
     "patient_coordinates",
     "patient_to_world_ras",
     "surface_coil_bias",
@@ -57,6 +59,8 @@ class AcquisitionGeometry:
         supersampling: sub-slices rendered per slice (the slice profile's partial volume).
         prostate_world_lps: world position (mm) of the patient origin (prostate centre).
         rotation: patient -> world rotation (3x3).
+        target_slices: the site's slice count for this case (the written slab has at least as many
+            when the prostate fits, see :func:`choose_slice_window`).
     """
 
     shape: Tuple[int, int, int]
@@ -66,6 +70,7 @@ class AcquisitionGeometry:
     supersampling: int
     prostate_world_lps: np.ndarray
     rotation: np.ndarray
+    target_slices: int
 
     @property
     def evaluation_shape(self) -> Tuple[int, int, int]:
@@ -81,8 +86,10 @@ def sample_geometry(rng: np.random.Generator, site: SiteSpec, size: int,
     """Draw field of view, slice thickness, coverage, patient pose and origin for one case of ``site``.
 
     In-plane spacing is ``fov / size`` (the site's field of view is kept whatever ``size`` is); the slice
-    thickness is the site's, and ``slices = round(coverage / thickness)`` with the coverage widened
-    where needed to hold the whole prostate plus 8 mm on both sides.
+    thickness is the site's. The returned grid is the *render* grid: centred on the prostate and long
+    enough for both the site's coverage (``target_slices = round(coverage / thickness)``) and the
+    prostate's bound ``prostate_extent_z`` plus 8 mm on each side. :func:`choose_slice_window` then
+    picks the written slab once the mask is known.
     """
     if size < 16:
         raise ValueError(f"size must be >= 16 voxels, got {size}.")
@@ -90,15 +97,14 @@ def sample_geometry(rng: np.random.Generator, site: SiteSpec, size: int,
         raise ValueError(f"site {site.key}: orientation must be like 'LPS' or 'RAS', got {site.orientation!r}.")
     fov = rng.uniform(*site.fov_mm)
     thickness = rng.uniform(*site.slice_mm)
-    z_low, z_high = prostate_extent_z
-    coverage = max(rng.uniform(*site.coverage_mm), (z_high - z_low) + 16.0)
-    slices = int(round(coverage / thickness))
+    target = int(round(rng.uniform(*site.coverage_mm) / thickness))
+    half = max(-prostate_extent_z[0], prostate_extent_z[1]) + 8.0
+    slices = max(target, 2 * int(np.ceil(half / thickness)) + 1)
     inplane = fov / size
     supersampling = int(np.clip(round(thickness / inplane), 1, 3))
     rotation = _rotation(rng.uniform(-6.0, 6.0), rng.uniform(-8.0, 8.0), rng.uniform(-3.0, 3.0))
     prostate = np.array([rng.uniform(-10.0, 10.0), rng.uniform(-10.0, 40.0), rng.uniform(-30.0, 30.0)])
-    slack = max(0.0, 0.5 * slices * thickness - max(-z_low, z_high) - 8.0)
-    offset_patient = np.array([rng.uniform(-8.0, 8.0), rng.uniform(0.0, 18.0), rng.uniform(-slack, slack)])
+    offset_patient = np.array([rng.uniform(-8.0, 8.0), rng.uniform(0.0, 18.0), 0.0])
     center = prostate + rotation @ offset_patient
 
     spacing = (inplane, inplane, thickness)
@@ -111,7 +117,39 @@ def sample_geometry(rng: np.random.Generator, site: SiteSpec, size: int,
     affine[:3, :3] = lps_to_ras @ np.diag(step_lps)
     affine[:3, 3] = lps_to_ras @ origin_lps
     return AcquisitionGeometry(shape=shape, spacing_mm=spacing, orientation=site.orientation, affine=affine,
-                               supersampling=supersampling, prostate_world_lps=prostate, rotation=rotation)
+                               supersampling=supersampling, prostate_world_lps=prostate, rotation=rotation,
+                               target_slices=target)
+
+
+def choose_slice_window(rng: np.random.Generator, occupied: np.ndarray, target: int, margin: int) -> Tuple[int, int]:
+    """``(start, count)`` of the written slab: ``count = max(target, extent + 2 margin)`` slices (at most
+    all of them), placed uniformly at random among the positions that keep ``margin`` empty slices on
+    both sides of the occupied run.
+
+    Args:
+        rng: draws the position.
+        occupied: per-slice flags of the render grid (the mask is non-empty there); at least one is set.
+        target: the site's number of slices.
+        margin: empty slices wanted beyond the mask on each side.
+    """
+    hits = np.flatnonzero(occupied)
+    if hits.size == 0:
+        raise ValueError("no occupied slice: the prostate mask is empty on the render grid.")
+    total = occupied.size
+    count = min(total, max(target, int(hits[-1] - hits[0] + 1 + 2 * margin)))
+    low = max(0, int(hits[-1]) + margin + 1 - count)
+    high = min(int(hits[0]) - margin, total - count)
+    start = int(rng.integers(low, high + 1)) if high >= low else int(np.clip(low, 0, total - count))
+    return start, count
+
+
+def crop_slices(geometry: AcquisitionGeometry, start: int, count: int) -> AcquisitionGeometry:
+    """The geometry of slices ``start .. start + count - 1``: same spacing, origin moved along the slice axis."""
+    if start < 0 or count < 1 or start + count > geometry.shape[2]:
+        raise ValueError(f"slices {start}..{start + count - 1} fall outside 0..{geometry.shape[2] - 1}.")
+    affine = geometry.affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(start)]) + affine[:3, 3]
+    return replace(geometry, shape=(geometry.shape[0], geometry.shape[1], count), affine=affine)
 
 
 def patient_coordinates(geometry: AcquisitionGeometry) -> Coords:

@@ -4,13 +4,15 @@ Coordinates are patient millimetres in LPS (``x`` to the patient's left, ``y`` p
 superior) with the origin at the centre of the prostate. Every structure is a soft shape (signed
 distance -> partial-volume fraction, :mod:`.fields`); the signal is painted from the outside in:
 
-air -> body (subcutaneous fat) -> muscle mass with fat septa -> pelvic cavity fat with vessels ->
-bones (cortex + marrow) -> levator ani -> bladder -> seminal vesicles -> rectum (or the endorectal
-coil's balloon) -> periprostatic veins -> prostate (peripheral zone, central gland with nodules,
-anterior stroma, capsule, urethra, optional focal lesion).
+air -> body (subcutaneous fat, gluteal cleft) -> muscle mass with fat planes -> pelvic cavity fat
+with vessels -> bones (cortex + marrow: pubis and ischium as a ring outside the obturator internus,
+femoral heads and necks, sacrum) -> levator ani -> bladder -> seminal vesicles -> rectum (or the
+endorectal coil's balloon) -> periprostatic veins -> prostate (peripheral zone, central gland with
+nodules, anterior stroma, capsule, urethra, optional focal lesion).
 
-A smooth random displacement (about 2-5 mm) warps all of it; a second smooth field perturbs the
-prostate outline; Gaussian random fields at 1 mm and 3 mm give the tissue textures.
+A smooth random displacement (2-5 mm, 25 mm correlation) warps all of it, a second one (3-6 mm,
+12 mm) the muscles and bones only; a third smooth field perturbs the prostate outline; Gaussian
+random fields at 1, 3 and 10 mm give the textures, fat planes and vessels.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from .fields import (
     blend,
     ellipsoid_distance,
     fraction_inside,
-    intersect,
     segment_distance,
     slab_distance,
     smooth_field,
@@ -149,9 +150,13 @@ class PelvisAnatomy:
     outer_deformation_mm: float
 
     def prostate_extent_z(self) -> Tuple[float, float]:
-        """Lowest and highest patient ``z`` the (undeformed) prostate can reach."""
+        """Bounds on the patient ``z`` the prostate can reach: the tilted gland grown by 2.5 standard
+        deviations of its outline noise, 1.5 times the deformation, and the scanner's 8-degree pitch and
+        3-degree roll of the patient (``0.15`` of the depth, ``0.06`` of the width)."""
         t = np.deg2rad(self.tilt_deg)
         half = self.height * np.cos(t) + max(self.anterior, self.posterior) * abs(np.sin(t))
+        half = (half * (1.0 + 2.5 * self.outline_noise) + 1.5 * self.deformation_mm
+                + 0.15 * max(self.anterior, self.posterior) + 0.06 * self.lateral)
         return -half, half
 
     def coil_segment(self) -> Optional[Tuple[Tuple[float, float, float], Tuple[float, float, float]]]:
@@ -164,7 +169,7 @@ class PelvisAnatomy:
 
 
 def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnatomy:
-    """Draw one patient. Sizes follow adult male pelvic anatomy (prostate 15-90 mL, bladder of varying filling)."""
+    """Draw one patient: adult male pelvic anatomy, prostate about 15-120 mL, bladder of varying filling."""
     size = float(np.clip(np.exp(rng.normal(0.05, 0.15)), 0.82, 1.55))
     lateral = size * _u(rng, 22.0, 29.0)
     anterior = size * _u(rng, 14.0, 20.0)
@@ -232,7 +237,8 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
         cavity_center_y=cavity_center_y, cavity_semi=cavity_semi,
         levator_thickness=_u(rng, 4.0, 7.0), levator_gap=_u(rng, 3.0, 7.0),
         bone_wall_x=bone_wall_x, pubis_z=pubis_z, pubic_sector=_u(rng, 0.8, 0.9),
-        lateral_sector=(-_u(rng, 0.55, 0.7), _u(rng, 0.2, 0.45)), wall_radius=wall_radius, cortex=_u(rng, 1.5, 2.5), femoral_head=femoral_head,
+        lateral_sector=(-_u(rng, 0.55, 0.7), _u(rng, 0.2, 0.45)), wall_radius=wall_radius,
+        cortex=_u(rng, 1.5, 2.5), femoral_head=femoral_head,
         sacrum=sacrum, body_center_y=0.5 * (body_ant + body_post),
         body_semi=(body_lateral, 0.5 * (body_post - body_ant)), subcutaneous_fat=fat,
         cleft_depth=_u(rng, 20.0, 45.0), deformation_mm=_u(rng, 2.0, 5.0),
@@ -318,7 +324,7 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     cy, (cx_semi, cy_semi) = a.cavity_center_y, a.cavity_semi
     narrowing = (1.0 + np.clip(zo, -60.0, 60.0) * f32(0.004)) * (
         1.0 - f32(0.15) * np.clip((f32(cy) - yo) * f32(1.0 / cy_semi), 0.0, 1.0))
-    d_cavity = ellipsoid_distance((xo / narrowing, yo), (0.0, cy), (cx_semi, cy_semi))
+    d_cavity = ellipsoid_distance((xo / narrowing, yo), (0.0, cy), (cx_semi, cy_semi)) + f32(4.0) * fascia_field
     vessels = f32(0.6) * _lines(fascia_field, 0.08) * np.clip(mid, 0.0, 1.0)
     cavity_signal = fat_texture * (1.0 - vessels) + vessels * f32(levels.muscle)
     blend(signal, fraction_inside(d_cavity, width), cavity_signal)
@@ -330,7 +336,8 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     # the bony ring: a shell outside the obturator internus, in an anterior (pubis) and lateral
     # (ischium / acetabulum) sector, open posterolaterally (sciatic notch) and at the obturator foramen
     ring_gap = a.bone_wall_x - a.wall_radius - a.cavity_semi[0]
-    d_ring = ellipsoid_distance((xo / narrowing, yo), (0.0, cy), (cx_semi + ring_gap + a.wall_radius, cy_semi + ring_gap + a.wall_radius))
+    ring_offset = ring_gap + a.wall_radius
+    d_ring = ellipsoid_distance((xo / narrowing, yo), (0.0, cy), (cx_semi + ring_offset, cy_semi + ring_offset))
     d_ring = np.abs(d_ring) - f32(a.wall_radius)
     radius = np.sqrt(xo * xo + (yo - f32(cy)) ** 2) + f32(1e-3)
     cos_post = (yo - f32(cy)) / radius  # +1 posterior, -1 anterior

@@ -18,7 +18,6 @@ __all__ = [
     "ellipsoid_distance",
     "segment_distance",
     "slab_distance",
-    "intersect",
     "blend",
 ]
 
@@ -122,7 +121,8 @@ def ellipsoid_distance(coords: Coords, center: Sequence[float], semi_axes: Seque
     r = np.sqrt(r2, out=r2)
     grad = np.sqrt(g2, out=g2)
     grad /= np.maximum(r, np.float32(1e-6))
-    np.maximum(grad, np.float32(1e-6), out=grad)
+    # |grad r| lies between 1 / max(a) and 1 / min(a); the clip also settles the centre (r = 0)
+    np.clip(grad, np.float32(1.0 / max(semi_axes)), np.float32(1.0 / min(semi_axes)), out=grad)
     r -= np.float32(1.0)
     r /= grad
     return r
@@ -155,14 +155,6 @@ def slab_distance(z: np.ndarray, low: float, high: float) -> np.ndarray:
         raise ValueError(f"empty slab: low={low} >= high={high}.")
     mid = np.float32(0.5 * (low + high))
     return np.abs(z - mid) - np.float32(0.5 * (high - low))
-
-
-def intersect(*distances: np.ndarray) -> np.ndarray:
-    """Signed distance of the intersection of shapes: ``max_i d_i`` (exact inside, a bound outside)."""
-    out = distances[0]
-    for d in distances[1:]:
-        out = np.maximum(out, d)
-    return out
 
 
 def blend(signal: np.ndarray, fraction: np.ndarray, value) -> np.ndarray:

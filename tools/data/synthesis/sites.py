@@ -97,7 +97,7 @@ SITES: Tuple[SiteSpec, ...] = (
     SiteSpec(
         key="HCRUDB", index=2, old_name="I2CVB", new_name="HCRUDB", origin="I2CVB",
         field_strengths_t=(3.0,), endorectal_coil=False,
-        native_inplane_mm=(0.67, 0.79), slice_mm=(1.25, 1.25), fov_mm=(260.0, 300.0), coverage_mm=(55.0, 65.0),
+        native_inplane_mm=(0.67, 0.79), slice_mm=(1.25, 1.25), fov_mm=(260.0, 300.0), coverage_mm=(70.0, 85.0),
         orientation="RAS", dtype="float32", intensity_scale=(90.0, 150.0), gamma=(1.2, 1.35),
         fat_level=(0.6, 0.7), noise_at_3t=(0.035, 0.05), noise_correlation_px=0.0,
         surface_bias=(0.4, 0.7), coil_gain=(0.0, 0.0), coil_falloff_mm=(1.0, 1.0),
@@ -118,7 +118,7 @@ SITES: Tuple[SiteSpec, ...] = (
         native_inplane_mm=(0.25, 0.27), slice_mm=(2.2, 3.0), fov_mm=(130.0, 150.0), coverage_mm=(70.0, 90.0),
         orientation="LPS", dtype="float32", intensity_scale=(90.0, 160.0), gamma=(0.9, 1.0),
         fat_level=(0.8, 0.9), noise_at_3t=(0.035, 0.05), noise_correlation_px=0.5,
-        surface_bias=(0.1, 0.25), coil_gain=(20.0, 40.0), coil_falloff_mm=(13.0, 17.0),
+        surface_bias=(0.1, 0.25), coil_gain=(15.0, 30.0), coil_falloff_mm=(13.0, 17.0),
         zone_labels=False, mask_suffix="_segmentation", numbering=((0, 1), (2, None)),
     ),
     SiteSpec(
@@ -143,7 +143,7 @@ def get_site(name: str) -> SiteSpec:
 
 
 def site_folder(site: SiteSpec, naming: str) -> str:
-    """Folder name of ``site`` under ``naming`` (``"old"``: ISBI, ISBI_1.5, I2CVB...; ``"new"``: RUNMC, BMC, HCRUDB...)."""
+    """Folder name of ``site`` under ``naming``: ``"old"`` (ISBI, ISBI_1.5, I2CVB...) or ``"new"`` (RUNMC, BMC...)."""
     if naming not in NAMINGS:
         raise ValueError(f"naming must be one of {NAMINGS}, got {naming!r}.")
     return site.old_name if naming == "old" else site.new_name
