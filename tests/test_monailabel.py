@@ -11,9 +11,10 @@ own ``network_def``, randomly initialised with :data:`WEIGHT_SEED`. That seed is
 bundle's ``initialize`` sets before its network is built, so a weight file that failed to load could
 not reproduce the reference mask by accident.
 
-The reference mask is the same served bundle folder run by ``python -m monai.bundle run`` in the main
-environment (torch 2.13, numpy 2) with ``--bundle_root`` pointing at the copy; the server (torch 2.14,
-numpy 1.26) must return the same voxels, in the input's shape and affine.
+The reference mask is the same served bundle folder run by ``python -m monai.bundle run`` with the
+Python that runs the tests (normally the main environment: torch 2.13 CPU, numpy 2) and
+``--bundle_root`` pointing at the copy; the server (torch 2.14, numpy 1.26) must return the same
+voxels, in the input's shape and affine.
 """
 
 from __future__ import annotations
