@@ -64,6 +64,7 @@ def torchrun(config_files: Sequence[Path], overrides: Dict[str, object], cwd: Pa
     args += ["-m", "monai.bundle", "run", "training", "--config_file", "[" + ",".join(f"'{f}'" for f in config_files) + "]"]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]  # str(False) == "False", which fire parses as a bool
+    # no GPU: the gloo fallback is what this test checks, also on a machine that has GPUs
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     process = subprocess.Popen(
         args, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -85,6 +86,13 @@ def bundle_parser(bundle_root: Path, config_files: Sequence[str], overrides: Dic
     parser.read_config([str(bundle_root / "configs" / name) for name in config_files])
     parser.update(overrides)
     return parser
+
+
+def resumable_checkpoint(models: Path, epoch: int) -> Path:
+    """The one resumable checkpoint of ``epoch`` in ``models``: ``<prefix>_checkpoint_epoch=<epoch>.pt``."""
+    checkpoints = sorted(models.glob(f"*_checkpoint_epoch={epoch}.pt"))
+    assert len(checkpoints) == 1, sorted(p.name for p in models.iterdir())
+    return checkpoints[0]
 
 
 def event_file_pids(log_dir: Path) -> set:
@@ -150,7 +158,7 @@ def test_training_under_torchrun(tmp_path, dataset_dir, split_sizes):
     assert len(event_file_pids(root / "logs")) == 1, sorted(p.name for p in (root / "logs").iterdir())
     assert len(KEY_METRIC.findall(output)) == 1, output[-3000:]
     model_file = root / "models" / "model.pt"
-    checkpoint_file = root / "models" / "checkpoint_checkpoint_epoch=1.pt"
+    checkpoint_file = resumable_checkpoint(root / "models", epoch=1)
     assert sorted(p.name for p in (root / "models").iterdir()) == sorted([model_file.name, checkpoint_file.name])
     state_dict = torch.load(model_file, map_location="cpu", weights_only=True)
     assert_bare_student(state_dict, root, overrides)
@@ -177,7 +185,8 @@ def test_training_under_torchrun(tmp_path, dataset_dir, split_sizes):
     assert output.count(f"SupervisedTrainer - INFO - Restored all variables from {checkpoint_file}") == WORLD_SIZE
     assert_ranks_and_shares(output, split_sizes["training"], epoch=2)
     assert all(int(match.group(1)) == 2 for match in iteration_logs(output))
-    checkpoint = torch.load(root / "models" / "checkpoint_checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    checkpoint_file = resumable_checkpoint(root / "models", epoch=2)
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     assert checkpoint["trainer"]["iteration"] == 2 * share
 
 
@@ -197,9 +206,10 @@ def test_distillation_under_torchrun(tmp_path, dataset_dir, split_sizes):
 
     assert len(event_file_pids(root / "logs")) == 1
     models = root / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_checkpoint_epoch=1.pt", "model.pt"]
+    checkpoint_file = resumable_checkpoint(models, epoch=1)
+    assert sorted(p.name for p in models.iterdir()) == sorted(["model.pt", checkpoint_file.name])
     assert_bare_student(torch.load(models / "model.pt", map_location="cpu", weights_only=True), root, overrides)
-    checkpoint = torch.load(models / "checkpoint_checkpoint_epoch=1.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     assert set(checkpoint) == {"model", "optimizer", "lr_scheduler", "trainer", "distillation_loss"}
     assert_bare_student(checkpoint["model"], root, overrides)
     # the optimizer trained the student and the KM adapters / AA weights together, through the DDP wrapper
