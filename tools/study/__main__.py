@@ -1,0 +1,137 @@
+"""``python -m tools.study run``: the paper's study through the bundles, one command.
+
+Examples::
+
+    python -m tools.study run                       # BIDMC held out, DeepLabV3+ -> ENet, w/o and w/, CPU profile
+    python -m tools.study run --all-sites           # the six target sites
+    python -m tools.study run --modules ablation    # + Table 4 for the first teacher-student pair
+    python -m tools.study run --teachers all --students all --sites all --seeds 0,1,2 --out results/full
+    python -m tools.study run --data /data/prostate --profile paper
+    python -m tools.study plan --all-sites          # the runs and their commands, without running anything
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import fire
+
+from .dataset import prepare_data
+from .plan import make_plan, resolve_modules, resolve_networks, resolve_seeds, resolve_sites
+from .report import StudyInfo, write_outputs
+from .runner import Settings, evaluate_command, execute, parse_overrides, shell_text, train_command
+
+
+def _selection(sites, teachers, students, modules, seeds, all_sites):
+    sites = resolve_sites("all" if all_sites else sites)
+    teachers = resolve_networks(teachers, "teacher")
+    students = resolve_networks(students, "student")
+    plan = make_plan(sites, resolve_seeds(seeds), teachers, students, resolve_modules(modules))
+    return plan, sites, teachers, students
+
+
+def run(
+    profile: str = "cpu",
+    data: str = "synthetic",
+    sites: Any = "BIDMC",
+    teachers: Any = "deeplabv3plus",
+    students: Any = "enet",
+    modules: Any = "full",
+    seeds: Any = 0,
+    out: Optional[str] = None,
+    all_sites: bool = False,
+    override: Any = None,
+    threads: Optional[int] = 1,
+    measure_models: bool = False,
+    progress: bool = True,
+) -> None:
+    """Train and evaluate every run of the study, then write its tables, figures and README under ``out``.
+
+    Args:
+        profile: ``cpu`` (the bundles' profile_cpu.yaml: 96x96, 20 epochs, teachers at width 0.25) or ``paper``.
+        data: a folder of the six-site collection, or ``synthetic`` (the simulator's sites, made once in ``out/data``).
+        sites: target sites held out in turn (``BIDMC``, ``S5``, ``ISBI``... comma-separated) or ``all``.
+        teachers: ``deeplabv3plus``, ``unetpp`` (comma-separated) or ``all``.
+        students: ``enet``, ``espnet``, ``erfnet`` (comma-separated) or ``all``.
+        modules: ``full`` (Table 2), ``ablation`` (+ Table 4 for the first pair) or combinations like ``LM,KMM+LM``.
+        seeds: training seeds, e.g. ``0`` or ``0,1,2``.
+        out: the study folder (default ``results/<profile>_default``).
+        all_sites: the six target sites (same as ``--sites all``).
+        override: config overrides for every run, e.g. ``"max_epochs=1,image_size=32"``.
+        threads: OMP/MKL threads of each run (default 1: on a shared 2-core machine one thread per run was
+            4-5x faster per training step than two; 0 or None: torch's default).
+        measure_models: measure Table 1 now (``tools.bench``) instead of copying ``results/models.md``.
+        progress: a progress bar over runs.
+
+    Exits with status 1 when any run failed (after writing everything else).
+    """
+    start = time.perf_counter()
+    load_start = _load()
+    plan, sites, teachers, students = _selection(sites, teachers, students, modules, seeds, all_sites)
+    out_dir = Path(out or f"results/{profile}_default").resolve()
+    dataset_dir, data_text = prepare_data(data, out_dir)
+    settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
+    print(f"study: {len(plan)} run(s) into {out_dir}", flush=True)
+    outcomes = execute(plan, settings, progress=progress)
+    info = StudyInfo(
+        command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        data=data_text, teachers=teachers, students=students, sites=sites,
+        seeds=sorted({r.seed for r in plan}), wall_seconds=0.0, load_start=load_start,
+    )
+    info.wall_seconds = time.perf_counter() - start
+    info.load_end = _load()
+    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models)
+    print()
+    print(written["table2"].read_text())
+    if "table4" in written:
+        print(written["table4"].read_text())
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"FAILED {o.run.key}: {o.message}; log: {o.log}")
+    print(f"study: {len(plan)} run(s), {len(failed)} failed, wall time {time.perf_counter() - start:.0f} s; "
+          f"README: {written['readme']}")
+    if failed:
+        raise SystemExit(1)
+
+
+def plan(
+    profile: str = "cpu",
+    data: str = "synthetic",
+    sites: Any = "BIDMC",
+    teachers: Any = "deeplabv3plus",
+    students: Any = "enet",
+    modules: Any = "full",
+    seeds: Any = 0,
+    out: Optional[str] = None,
+    all_sites: bool = False,
+    override: Any = None,
+) -> None:
+    """Print the runs ``run`` would execute with the same arguments, and their commands; runs nothing."""
+    runs, *_ = _selection(sites, teachers, students, modules, seeds, all_sites)
+    out_dir = Path(out or f"results/{profile}_default").resolve()
+    dataset_dir = out_dir / "data" if str(data).lower() == "synthetic" else Path(data).resolve()
+    settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override))
+    for index, r in enumerate(runs, 1):
+        print(f"[{index}/{len(runs)}] {r.key}  ({r.label}{', needs ' + r.depends_on if r.depends_on else ''})")
+        for command in (train_command(r, settings), evaluate_command(r, settings)):
+            print("    " + shell_text(command))
+
+
+def _load():
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        return None
+
+
+def main() -> None:
+    fire.Fire({"run": run, "plan": plan})
+
+
+if __name__ == "__main__":
+    main()

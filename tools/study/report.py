@@ -1,0 +1,251 @@
+"""Everything a study writes under ``results/<run>/`` once its runs are done (or failed):
+
+``table2.md/.csv``, ``table4.md/.csv`` (when ablation runs were planned), ``table1.md`` (the networks' cost, from
+``tools.bench``), ``per_case.csv``, ``dice_by_site.png``, ``overlays_<SITE>.png``, ``runs.csv`` (status, time and
+log of each run) and ``README.md`` (all of it with the command, wall time, git commit and the paper's numbers).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from .figures import plot_dice_by_site, plot_overlays
+from .plan import DISPLAY_NAMES, Run
+from .runner import Outcome, Settings, run_dir
+from .tables import (
+    RunResult,
+    collect,
+    distillation_gains,
+    markdown_table,
+    paper_site,
+    paper_table3_markdown,
+    table2_rows,
+    table4_rows,
+    write_per_case,
+    write_table,
+)
+
+__all__ = ["StudyInfo", "git_commit", "write_table1", "write_outputs"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS_TABLE = REPO_ROOT / "results" / "models.md"
+
+SITE_ASSUMPTION = (
+    "The paper's sites S1..S6 are taken to be RUNMC, BMC, HCRUDB, UCL, BIDMC, HK in that order (the order of the "
+    "six-site benchmark of MS-Net/SAML that the paper uses; the paper does not name them): an assumption."
+)
+
+
+@dataclass
+class StudyInfo:
+    """What the README records about the invocation."""
+
+    command: str
+    data: str
+    teachers: List[str]
+    students: List[str]
+    sites: List[str]
+    seeds: List[int]
+    wall_seconds: float = 0.0
+    load_start: Optional[tuple] = None
+    load_end: Optional[tuple] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """``git rev-parse HEAD`` of the checkout, with `` (uncommitted changes)`` when ``git status`` is not clean."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return sha + (" (with uncommitted changes)" if dirty else "")
+
+
+def write_table1(out_dir: Path, measure: bool = False) -> Optional[Path]:
+    """``table1.md``: ``results/models.md`` of ``python -m tools.bench models`` copied; with ``measure`` the
+    networks are measured now (``tools.bench.models``, into ``out_dir``). ``None`` when neither is available."""
+    out_dir = Path(out_dir)
+    target = out_dir / "table1.md"
+    if measure:
+        from tools.bench.models import benchmark_models, write_models_table
+
+        md_path, _ = write_models_table(benchmark_models(), out_dir, command="python -m tools.study run --measure_models")
+        shutil.copyfile(md_path, target)
+        return target
+    if MODELS_TABLE.is_file():
+        text = MODELS_TABLE.read_text()
+        target.write_text(f"<!-- copied from results/models.md (python -m tools.bench models); not re-measured -->\n{text}")
+        return target
+    return None
+
+
+def _minutes(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _timing(folder: Path) -> Dict[str, float]:
+    path = folder / "timing.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outcomes: Mapping[str, Outcome],
+                    settings: Settings, path: Path) -> List[dict]:
+    rows = []
+    for run in plan:
+        folder = run_dir(run, settings.out_dir)
+        timing = _timing(folder)
+        outcome = outcomes.get(run.key)
+        result = results[run.key]
+        log = result.log or (outcome.log if outcome else None)
+        rows.append({
+            "run": run.key, "label": run.label, "status": result.status,
+            "this_call": outcome.status if outcome else "",
+            "dice": "" if result.dice is None else f"{result.dice:.6f}",
+            "train_s": timing.get("train_s", ""), "evaluate_s": timing.get("evaluate_s", ""),
+            "message": outcome.message if outcome else "",
+            "log": "" if log is None else os.path.relpath(log, settings.out_dir),
+        })
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["run"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _gains_text(rows) -> List[str]:
+    lines = []
+    for student, teacher, delta in distillation_gains(rows):
+        if not delta:
+            lines.append(f"- {student} distilled from {teacher}: no site with both runs done.")
+            continue
+        parts = [f"{site} ({paper_site(site)}) {d:+.3f}" for site, d in delta.items()]
+        mean = sum(delta.values()) / len(delta)
+        better = sum(1 for d in delta.values() if d > 0)
+        lines.append(
+            f"- {student} distilled from {teacher} minus {student} alone (Dice): {', '.join(parts)}; "
+            f"mean {mean:+.3f} over {len(delta)} site(s); higher with distillation on {better} of {len(delta)}."
+        )
+    return lines
+
+
+def write_outputs(
+    plan: Sequence[Run],
+    outcomes: Sequence[Outcome],
+    settings: Settings,
+    info: StudyInfo,
+    measure_models: bool = False,
+) -> Dict[str, Path]:
+    """Write every output of the study into ``settings.out_dir``; returns ``{name: path}``."""
+    out = settings.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(plan, out, outcomes)
+    by_key = {o.run.key: o for o in outcomes}
+    written: Dict[str, Path] = {}
+    seeds_note = (
+        f"Dice on every case of the held-out target site (3D Dice per volume, mean over the site's cases); "
+        f"{len(info.seeds)} seed(s): {', '.join(map(str, info.seeds))}"
+        + (" (cells: mean ± sample std over seeds)." if len(info.seeds) > 1 else ".")
+    )
+    paper_note = ("`paper Sk` columns: the paper's reported Dice for the same cell (real data, 384x384, 100 epochs), "
+                  "printed for context; not measured here.")
+
+    rows2 = table2_rows(results, info.teachers, info.students)
+    written["table2"], written["table2_csv"] = write_table(
+        rows2, out / "table2.md", "Table 2: Dice on the unseen target site", [seeds_note, paper_note, SITE_ASSUMPTION])
+    rows4 = []
+    if any(r.variant == "ablation" for r in plan):
+        rows4 = table4_rows(results, info.teachers[0], info.students[0])
+        title = f"Table 4: ablation, {DISPLAY_NAMES[info.students[0]]} distilled from {DISPLAY_NAMES[info.teachers[0]]}"
+        written["table4"], written["table4_csv"] = write_table(rows4, out / "table4.md", title,
+                                                               [seeds_note, paper_note, SITE_ASSUMPTION])
+    written["per_case"] = write_per_case(results, out / "per_case.csv")
+    table1 = write_table1(out, measure_models)
+    if table1:
+        written["table1"] = table1
+    runs_rows = _write_runs_csv(plan, results, by_key, settings, out / "runs.csv")
+    written["runs"] = out / "runs.csv"
+
+    figure = plot_dice_by_site(rows2, out / "dice_by_site.png")
+    if figure:
+        written["dice_by_site"] = figure
+    for site in info.sites:
+        overlay = plot_overlays(results, out, site, info.teachers, info.students, out / f"overlays_{site}.png")
+        if overlay:
+            written[f"overlays_{site}"] = overlay
+
+    written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written)
+    return written
+
+
+def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written) -> Path:
+    compute = sum(float(r["train_s"] or 0) + float(r["evaluate_s"] or 0) for r in runs_rows)
+    failed = [r for r in runs_rows if r["status"] == "failed"]
+    executed = sum(1 for r in runs_rows if r["this_call"] == "done")
+    lines = [
+        f"# Study `{out.name}`: relational distillation on unseen prostate MRI sites",
+        "",
+        "Produced by:",
+        "",
+        "```bash",
+        info.command,
+        "```",
+        "",
+        f"- git commit: `{git_commit()}`",
+        f"- profile: `{settings.profile}`"
+        + (" (the bundles' `configs/profile_cpu.yaml`)" if settings.profile == "cpu" else " (the bundles' defaults)")
+        + (f"; overrides: `{settings.overrides}`" if settings.overrides else ""),
+        f"- data: {info.data}",
+        f"- target sites: {', '.join(f'{s} ({paper_site(s)})' for s in info.sites)}; seeds: {', '.join(map(str, info.seeds))}; "
+        f"teachers: {', '.join(DISPLAY_NAMES[t] for t in info.teachers)}; students: {', '.join(DISPLAY_NAMES[s] for s in info.students)}",
+        f"- wall time of this invocation: {_minutes(info.wall_seconds)} ({executed} run(s) executed, "
+        f"{len(plan) - executed - len(failed)} reused, {len(failed)} failed); sum of the recorded run times "
+        f"(train + evaluate, all invocations): {_minutes(compute)}",
+        f"- machine: {os.cpu_count()} CPU core(s); load average (1, 5, 15 min) at start {info.load_start}, at end {info.load_end}"
+        + (f"; torch threads per run: {settings.threads}" if settings.threads else ""),
+    ]
+    lines += [f"- {note}" for note in info.notes]
+    lines += ["", "## Table 2: Dice on the unseen target site", "", markdown_table(rows2)]
+    gains = _gains_text(rows2)
+    if gains:
+        lines += ["Distillation on the unseen site, measured (w/ minus w/o, Dice):", ""] + gains + [""]
+    if rows4:
+        lines += [f"## Table 4: ablation ({DISPLAY_NAMES[info.students[0]]} from {DISPLAY_NAMES[info.teachers[0]]})",
+                  "", markdown_table(rows4)]
+    lines += ["## Table 1: the networks", ""]
+    if "table1" in written:
+        lines += ["[table1.md](table1.md): parameters, GFLOPs and CPU latency per 384x384 slice, with each student's "
+                  "speed ratio to each teacher (`python -m tools.bench models`).", ""]
+    else:
+        lines += ["Not available: run `python -m tools.bench models` (writes results/models.md) or pass `--measure_models`.", ""]
+    lines += ["## Figures", ""]
+    if "dice_by_site" in written:
+        lines += ["![Dice per target site](dice_by_site.png)", ""]
+    for site in info.sites:
+        if f"overlays_{site}" in written:
+            lines += [f"![Overlays on {site}](overlays_{site}.png)", ""]
+    lines += ["## Runs", "", "Per run: [runs.csv](runs.csv) (status, Dice, seconds, log); per case: "
+              "[per_case.csv](per_case.csv) (Dice, HD95 mm, ASD mm). Run folders: `runs/<SITE>/seed<K>/<run>/` "
+              "(models, TensorBoard logs, `logs/train.log`, `logs/evaluate.log`, `eval/`).", "",
+              "| run | status | Dice | train (s) | evaluate (s) |", "|---|---|---|---|---|"]
+    for r in runs_rows:
+        lines.append(f"| {r['run']} | {r['status']} | {r['dice'][:5] if r['dice'] else ''} | {r['train_s']} | {r['evaluate_s']} |")
+    if failed:
+        lines += ["", "### Failed runs", ""]
+        lines += [f"- {r['run']}: {r['message'] or 'failed'}; log: `{r['log']}`" for r in failed]
+    lines += ["", "## The paper's Table 3 (other methods, as reported; context only, not reproduced)", "",
+              paper_table3_markdown(info.sites), "## Notes", "", f"- {SITE_ASSUMPTION}",
+              "- Each cell is measured as is; nothing (simulator, seeds, protocol) was tuned toward the paper's numbers.",
+              ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path

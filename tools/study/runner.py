@@ -1,0 +1,315 @@
+"""Running the plan: each run is ``python -m monai.bundle run training`` then ``run evaluating`` on the bundle's
+own config files, as subprocesses, into its own run folder.
+
+Run folder: ``<out>/runs/<SITE>/seed<K>/<run name>`` (:attr:`tools.study.plan.Run.key`) is the run's
+``--bundle_root``, so that its ``models/``, ``logs/`` (TensorBoard) and ``eval/`` land there; the config files are
+the checkout's ``bundles/<bundle>/configs``. The study adds ``logs/train.log`` and ``logs/evaluate.log`` (the
+commands' output, command line first), ``trained`` (written when training exited 0) and ``timing.json``.
+
+Resumability: a run whose ``eval/metrics.csv`` and per-case CSVs exist is skipped. Otherwise training runs
+again unless ``trained`` exists; the bundle resumes from the newest checkpoint in ``models/`` by itself.
+A run that fails (non-zero exit) is reported with its log; the runs that need its weights (the students of a
+failed teacher) fail without running; every other run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from tools.bundles import BUNDLES_DIR
+
+from .plan import Run
+
+__all__ = [
+    "PROFILES",
+    "EVAL_FILES",
+    "Settings",
+    "Outcome",
+    "Launcher",
+    "parse_overrides",
+    "run_dir",
+    "is_evaluated",
+    "train_command",
+    "evaluate_command",
+    "shell_text",
+    "launch_subprocess",
+    "execute",
+]
+
+PROFILES: Dict[str, Optional[str]] = {"cpu": "profile_cpu.yaml", "paper": None}
+"""Profile -> the override file merged after ``train.yaml`` (and ``distill.yaml``); the paper's profile is the
+bundles' defaults."""
+
+EVAL_FILES = ("metrics.csv", "test_dice_raw.csv", "test_hd95_raw.csv", "test_asd_raw.csv")
+"""What a finished evaluation leaves in ``<run folder>/eval`` (MONAI's MetricsSaver)."""
+
+TRAINED_MARKER = "trained"
+
+
+@dataclass
+class Settings:
+    """How the runs of a study are executed.
+
+    Attributes:
+        out_dir: the study folder ``results/<run>``; run folders go under ``out_dir/runs``.
+        dataset_dir: the six-site collection.
+        profile: a key of :data:`PROFILES`.
+        overrides: extra ``--key value`` config overrides passed to every training and evaluation command.
+        threads: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` of the commands (``None``: inherited).
+        save_masks: evaluation writes the predicted masks (``eval/masks``), for the overlay figures.
+        bundles_dir: where the bundles' config files are read.
+        python: the interpreter that runs ``-m monai.bundle``.
+    """
+
+    out_dir: Path
+    dataset_dir: Path
+    profile: str = "cpu"
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    threads: Optional[int] = None
+    save_masks: bool = True
+    bundles_dir: Path = BUNDLES_DIR
+    python: str = sys.executable
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; expected one of {list(PROFILES)}.")
+        self.out_dir = Path(self.out_dir)
+        self.dataset_dir = Path(self.dataset_dir)
+        self.bundles_dir = Path(self.bundles_dir)
+
+
+@dataclass
+class Outcome:
+    """What became of one run: ``status`` is ``done`` (trained and evaluated now), ``skipped`` (evaluated
+    before) or ``failed``; ``log`` is the log to read for a failure; ``seconds`` the wall time of this call."""
+
+    run: Run
+    status: str
+    folder: Path
+    log: Optional[Path] = None
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+Launcher = Callable[[Sequence[str], Path, Mapping[str, str]], int]
+"""``launcher(command, log_path, env) -> exit code``: runs one command, its output going to ``log_path``."""
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def parse_overrides(overrides: Any) -> Dict[str, Any]:
+    """Config overrides from ``"max_epochs=1,image_size=32"`` or a mapping; values are read as YAML
+    (``1`` -> int, ``false`` -> bool, ``[a, b]`` -> list), so ``progress=false`` really is false."""
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    items = overrides if isinstance(overrides, (list, tuple)) else str(overrides).split(",")
+    parsed: Dict[str, Any] = {}
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not key=value (in --override {overrides!r}).")
+        parsed[key.strip()] = yaml.safe_load(value.strip())
+    return parsed
+
+
+def _cli_value(value: Any) -> str:
+    """A config value as ``python -m monai.bundle`` (fire) reads it back: ``True``/``False`` capitalised,
+    ``None`` as ``None``, lists and dicts as Python literals."""
+    if isinstance(value, (bool, type(None), list, tuple, dict)):
+        return repr(value)
+    return str(value)
+
+
+def _cli_args(overrides: Mapping[str, Any]) -> List[str]:
+    args: List[str] = []
+    for key, value in overrides.items():
+        args += [f"--{key}", _cli_value(value)]
+    return args
+
+
+def run_dir(run: Run, out_dir: Path) -> Path:
+    """``<out_dir>/runs/<SITE>/seed<K>/<run name>``: the run's ``--bundle_root``."""
+    return Path(out_dir) / "runs" / run.key
+
+
+def is_evaluated(folder: Path) -> bool:
+    """Whether ``<folder>/eval`` holds every file of a finished evaluation (:data:`EVAL_FILES`)."""
+    return all((Path(folder) / "eval" / name).is_file() for name in EVAL_FILES)
+
+
+def _config_files(run: Run, settings: Settings, stage: str) -> List[str]:
+    configs = settings.bundles_dir / run.bundle / "configs"
+    files = [configs / "train.yaml"]
+    if stage == "train" and run.teacher:
+        files.append(configs / "distill.yaml")
+    if PROFILES[settings.profile]:
+        files.append(configs / PROFILES[settings.profile])
+    if stage == "evaluate":
+        files.append(configs / "evaluate.yaml")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"config file(s) of bundle {run.bundle!r} not found: {', '.join(missing)}.")
+    return ["[" + ",".join(f"'{f}'" for f in files) + "]"]
+
+
+def _common_args(run: Run, settings: Settings) -> List[str]:
+    return [
+        "--bundle_root", str(run_dir(run, settings.out_dir)),
+        "--dataset_dir", str(settings.dataset_dir),
+        "--target_site", run.site,
+        "--progress", "False",
+    ]
+
+
+def train_command(run: Run, settings: Settings) -> List[str]:
+    """``python -m monai.bundle run training`` of ``run``: ``train.yaml`` (+ ``distill.yaml`` with the teacher's
+    bundle, its weights from the teacher's run folder and the module switches) + the profile."""
+    command = [settings.python, "-m", "monai.bundle", "run", "training", "--config_file"]
+    command += _config_files(run, settings, "train") + _common_args(run, settings) + ["--seed", str(run.seed)]
+    if run.teacher:
+        teacher_run = Run(run.site, run.seed, run.teacher)
+        command += [
+            "--teacher_name", teacher_run.bundle,
+            "--teacher_bundle", str(settings.bundles_dir / teacher_run.bundle),
+            "--teacher_ckpt", str(run_dir(teacher_run, settings.out_dir) / "models" / "model.pt"),
+        ]
+        for switch, on in run.switches.items():
+            command += [f"--{switch}", _cli_value(on)]
+    return command + _cli_args(settings.overrides)
+
+
+def evaluate_command(run: Run, settings: Settings) -> List[str]:
+    """``python -m monai.bundle run evaluating`` of ``run`` on every case of its target site (``eval/``)."""
+    folder = run_dir(run, settings.out_dir)
+    command = [settings.python, "-m", "monai.bundle", "run", "evaluating", "--config_file"]
+    command += _config_files(run, settings, "evaluate") + _common_args(run, settings)
+    command += ["--output_dir", str(folder / "eval"), "--save_masks", _cli_value(settings.save_masks)]
+    return command + _cli_args(settings.overrides)
+
+
+# ----------------------------------------------------------------------------------------------- execution
+
+
+def launch_subprocess(command: Sequence[str], log_path: Path, env: Mapping[str, str]) -> int:
+    """Run ``command`` in ``log_path``'s run folder, stdout and stderr appended to ``log_path``; its exit code."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write("$ " + shell_text(command) + "\n")
+        log.flush()
+        process = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, env=dict(env), cwd=str(log_path.parents[1]))
+    return process.returncode
+
+
+def shell_text(command: Sequence[str]) -> str:
+    """``command`` as one line to paste in a shell; arguments with spaces, quotes or brackets in double quotes
+    (the ``--config_file "['a.yaml','b.yaml']"`` form of the bundles' READMEs)."""
+    return " ".join(f'"{arg}"' if any(c in arg for c in " '[]") else arg for arg in command)
+
+
+def _environment(settings: Settings) -> Dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if settings.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(settings.threads))
+    return env
+
+
+def _write_timing(folder: Path, stage: str, seconds: float) -> None:
+    path = folder / "timing.json"
+    timing = json.loads(path.read_text()) if path.is_file() else {}
+    timing[f"{stage}_s"] = round(timing.get(f"{stage}_s", 0.0) + seconds, 2)
+    path.write_text(json.dumps(timing, indent=1) + "\n")
+
+
+def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str, str]) -> Outcome:
+    folder = run_dir(run, settings.out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for stage, make_command in (("train", train_command), ("evaluate", evaluate_command)):
+        if stage == "train" and (folder / TRAINED_MARKER).is_file():
+            continue
+        log = folder / "logs" / f"{stage}.log"
+        stage_start = time.perf_counter()
+        try:
+            code = launcher(make_command(run, settings), log, env)
+        except Exception as error:  # the launcher itself broke (e.g. no interpreter): this run fails, the others go on
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as handle:
+                handle.write(f"study: could not launch {stage}: {error!r}\n")
+            code, detail = -1, f"{type(error).__name__}: {error}"
+        else:
+            detail = f"exit code {code}"
+        _write_timing(folder, stage, time.perf_counter() - stage_start)
+        if code != 0:
+            return Outcome(run, "failed", folder, log, f"{stage} failed ({detail})", time.perf_counter() - start)
+        if stage == "train":
+            (folder / TRAINED_MARKER).write_text("training exited 0\n")
+    if not is_evaluated(folder):
+        missing = [name for name in EVAL_FILES if not (folder / "eval" / name).is_file()]
+        return Outcome(run, "failed", folder, folder / "logs" / "evaluate.log",
+                       f"evaluation exited 0 but wrote no {', '.join(missing)}", time.perf_counter() - start)
+    return Outcome(run, "done", folder, folder / "logs" / "evaluate.log", "", time.perf_counter() - start)
+
+
+def execute(
+    plan: Sequence[Run],
+    settings: Settings,
+    launcher: Launcher = launch_subprocess,
+    progress: bool = True,
+    echo: Callable[[str], None] = None,
+) -> List[Outcome]:
+    """Run ``plan`` in order; one :class:`Outcome` per run, in plan order.
+
+    Finished runs (:func:`is_evaluated`) are skipped. A failed run is reported (``echo``) with its log; a run
+    whose teacher run failed fails too, naming the teacher's log, without running. ``progress`` shows a tqdm bar
+    over runs and one line per run with its elapsed time.
+    """
+    from tqdm import tqdm
+
+    env = _environment(settings)
+    outcomes: Dict[str, Outcome] = {}
+    bar = tqdm(plan, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
+    write = echo or (bar.write if progress else print)
+    for index, run in enumerate(bar):
+        bar.set_postfix_str(run.key, refresh=True)
+        folder = run_dir(run, settings.out_dir)
+        dependency = outcomes.get(run.depends_on) if run.depends_on else None
+        if is_evaluated(folder):
+            outcome = Outcome(run, "skipped", folder, message="evaluated before")
+        elif dependency is not None and not dependency.ok:
+            outcome = Outcome(run, "failed", folder, dependency.log, f"its teacher run {run.depends_on} failed")
+        else:
+            outcome = _run_one(run, settings, launcher, env)
+        outcomes[run.key] = outcome
+        line = f"[{index + 1}/{len(plan)}] {run.key}: {outcome.status}"
+        if outcome.status == "done":
+            line += f" in {_minutes(outcome.seconds)}"
+        if outcome.status == "failed":
+            line += f" - {outcome.message}; log: {outcome.log}"
+        write(line)
+    bar.close()
+    return [outcomes[run.key] for run in plan]
+
+
+def _minutes(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s"

@@ -1,0 +1,400 @@
+"""The study's tables: Table 2 (per target site: teachers, students w/o and w/ each teacher), Table 4 (the
+ablation), per-case metrics, with the paper's reported numbers beside ours.
+
+Numbers are read back from the run folders: ``eval/metrics.csv`` (``test_dice``: the mean over the target
+site's cases of the 3D Dice per volume) and the per-case ``eval/test_{dice,hd95,asd}_raw.csv`` of MONAI's
+MetricsSaver (columns ``filename, class0, mean``). A cell over several seeds is ``mean ± std`` of the runs'
+Dice (std with ddof=1, i.e. the sample standard deviation); a cell with a failed run reads ``failed``.
+
+The paper's sites S1..S6 are taken to be RUNMC, BMC, HCRUDB, UCL, BIDMC, HK in that order (the order of the
+MS-Net/SAML benchmark the paper cites; the paper itself does not name the sites) - an assumption.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from tools.data.layout import SITES
+
+from .plan import ABLATION_GRID, DISPLAY_NAMES, Run
+from .runner import Outcome, is_evaluated, run_dir
+
+__all__ = [
+    "PAPER_TABLE2",
+    "PAPER_TABLE3",
+    "PAPER_TABLE4",
+    "paper_site",
+    "RunResult",
+    "read_metrics",
+    "read_per_case",
+    "collect",
+    "Cell",
+    "Row",
+    "table2_rows",
+    "table4_rows",
+    "markdown_table",
+    "write_table",
+    "paper_table2_markdown",
+    "paper_table3_markdown",
+    "per_case_rows",
+    "write_per_case",
+    "distillation_gains",
+]
+
+# ------------------------------------------------------------------------------------- the paper's numbers
+# Dice on target sites S1..S6, as printed in the paper. Row keys: ("teacher", teacher), ("wo", student),
+# ("w", student, teacher); Table 4 (ENet distilled from DeepLabV3+): ("ablation", label of ABLATION_GRID).
+
+PAPER_TABLE2: Dict[Tuple[str, ...], Tuple[float, ...]] = {
+    ("teacher", "deeplabv3plus"): (0.895, 0.886, 0.889, 0.874, 0.878, 0.885),
+    ("teacher", "unetpp"): (0.901, 0.893, 0.883, 0.880, 0.869, 0.871),
+    ("wo", "enet"): (0.714, 0.604, 0.539, 0.782, 0.701, 0.772),
+    ("w", "enet", "deeplabv3plus"): (0.810, 0.642, 0.734, 0.881, 0.796, 0.876),
+    ("w", "enet", "unetpp"): (0.808, 0.637, 0.684, 0.858, 0.894, 0.869),
+    ("wo", "espnet"): (0.703, 0.482, 0.573, 0.738, 0.745, 0.715),
+    ("w", "espnet", "deeplabv3plus"): (0.819, 0.563, 0.604, 0.826, 0.819, 0.832),
+    ("w", "espnet", "unetpp"): (0.837, 0.594, 0.643, 0.842, 0.836, 0.808),
+    ("wo", "erfnet"): (0.788, 0.720, 0.736, 0.760, 0.725, 0.694),
+    ("w", "erfnet", "deeplabv3plus"): (0.823, 0.751, 0.799, 0.869, 0.801, 0.861),
+    ("w", "erfnet", "unetpp"): (0.843, 0.746, 0.752, 0.892, 0.877, 0.852),
+}
+"""The paper's Table 2 (T1 = DeepLabV3+, T2 = UNet++)."""
+
+PAPER_TABLE4_PAIR = ("enet", "deeplabv3plus")
+PAPER_TABLE4: Dict[str, Tuple[float, ...]] = {
+    "teacher": (0.895, 0.886, 0.889, 0.874, 0.878, 0.885),
+    "none": (0.714, 0.604, 0.539, 0.782, 0.701, 0.772),
+    "LM": (0.691, 0.571, 0.505, 0.741, 0.619, 0.721),
+    "AAM": (0.700, 0.599, 0.648, 0.780, 0.691, 0.740),
+    "KMM": (0.698, 0.583, 0.630, 0.767, 0.690, 0.738),
+    "KMM+LM": (0.763, 0.679, 0.659, 0.807, 0.769, 0.775),
+    "AAM+LM": (0.772, 0.691, 0.688, 0.810, 0.762, 0.798),
+    "AAM+KMM": (0.781, 0.611, 0.709, 0.849, 0.781, 0.816),
+    "all": (0.810, 0.642, 0.734, 0.881, 0.796, 0.876),
+}
+"""The paper's Table 4: ENet (student) distilled from DeepLabV3+ (teacher) with each module combination."""
+
+PAPER_TABLE3: Dict[str, Tuple[float, ...]] = {
+    "ENet w/ DeepLabV3+ (the paper's method)": (0.810, 0.642, 0.734, 0.881, 0.796, 0.876),
+    "MSKD": (0.762, 0.643, 0.532, 0.809, 0.790, 0.658),
+    "EMKD": (0.635, 0.524, 0.681, 0.696, 0.544, 0.711),
+    "SAML": (0.896, 0.875, 0.843, 0.886, 0.873, 0.883),
+    "DRDG": (0.709, 0.758, 0.665, 0.739, 0.857, 0.826),
+}
+"""The paper's Table 3 (other methods; context only, not reproduced here)."""
+
+
+def paper_site(site: str) -> str:
+    """``S1``..``S6``: the paper's name of a canonical site (assumed order RUNMC, BMC, HCRUDB, UCL, BIDMC, HK)."""
+    return f"S{SITES.index(site) + 1}"
+
+
+def _paper_value(values: Optional[Sequence[float]], site: str) -> Optional[float]:
+    return None if values is None else values[SITES.index(site)]
+
+
+# --------------------------------------------------------------------------------------- reading results
+
+
+@dataclass
+class RunResult:
+    """The measured outcome of one run: ``status`` ``done``, ``failed`` or ``not run``; ``dice`` the mean Dice
+    over the target site's cases; ``cases`` one dict per case (``case``, ``dice``, ``hd95``, ``asd``)."""
+
+    run: Run
+    status: str
+    dice: Optional[float] = None
+    cases: List[dict] = field(default_factory=list)
+    log: Optional[Path] = None
+
+
+def read_metrics(path: Path) -> Dict[str, float]:
+    """``{metric: value}`` of a MetricsSaver ``metrics.csv`` (rows ``name,value``, no header)."""
+    values = {}
+    with open(path, newline="") as handle:
+        for row in csv.reader(handle):
+            if not row:
+                continue
+            if len(row) != 2:
+                raise ValueError(f"{path}: expected rows 'metric,value', got {row!r}.")
+            values[row[0]] = float(row[1])
+    return values
+
+
+def _read_raw(path: Path) -> Dict[str, float]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "filename" not in reader.fieldnames or "mean" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected MetricsSaver columns 'filename,...,mean', got {reader.fieldnames}.")
+        return {row["filename"]: float(row["mean"]) for row in reader}
+
+
+def case_name(filename: str) -> str:
+    """``Case07`` from ``/data/BIDMC/Case07.nii.gz`` (the file name without its volume extension)."""
+    name = os.path.basename(filename)
+    for ext in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def read_per_case(eval_dir: Path) -> List[dict]:
+    """One ``{"case", "file", "dice", "hd95", "asd"}`` per case from ``eval_dir/test_*_raw.csv``."""
+    eval_dir = Path(eval_dir)
+    tables = {metric: _read_raw(eval_dir / f"test_{metric}_raw.csv") for metric in ("dice", "hd95", "asd")}
+    if not (tables["dice"].keys() == tables["hd95"].keys() == tables["asd"].keys()):
+        raise ValueError(f"{eval_dir}: the per-case CSVs of dice, hd95 and asd list different cases.")
+    return [
+        {"case": case_name(f), "file": f, "dice": tables["dice"][f], "hd95": tables["hd95"][f], "asd": tables["asd"][f]}
+        for f in tables["dice"]
+    ]
+
+
+def collect(plan: Sequence[Run], out_dir: Path, outcomes: Optional[Sequence[Outcome]] = None) -> Dict[str, RunResult]:
+    """``{run key: RunResult}`` of every planned run, read from its folder; ``outcomes`` name the failures."""
+    failed = {o.run.key: o for o in outcomes or () if o.status == "failed"}
+    results = {}
+    for run in plan:
+        folder = run_dir(run, out_dir)
+        if is_evaluated(folder):
+            metrics = read_metrics(folder / "eval" / "metrics.csv")
+            if "test_dice" not in metrics:
+                raise ValueError(f"{folder / 'eval' / 'metrics.csv'} has no test_dice (found {sorted(metrics)}).")
+            results[run.key] = RunResult(run, "done", metrics["test_dice"], read_per_case(folder / "eval"))
+        elif run.key in failed:
+            results[run.key] = RunResult(run, "failed", log=failed[run.key].log)
+        else:
+            results[run.key] = RunResult(run, "not run")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """The runs of one table cell (one per seed)."""
+
+    results: List[RunResult] = field(default_factory=list)
+
+    @property
+    def values(self) -> List[float]:
+        return [r.dice for r in self.results if r.status == "done"]
+
+    @property
+    def status(self) -> str:
+        """``empty`` (no run planned), ``failed`` (any run failed), ``not run`` (any run missing) or ``done``."""
+        if not self.results:
+            return "empty"
+        statuses = {r.status for r in self.results}
+        return "failed" if "failed" in statuses else "not run" if "not run" in statuses else "done"
+
+    @property
+    def mean(self) -> Optional[float]:
+        return statistics.fmean(self.values) if self.status == "done" else None
+
+    @property
+    def std(self) -> Optional[float]:
+        """Sample standard deviation over seeds (ddof=1); ``None`` with fewer than two seeds."""
+        return statistics.stdev(self.values) if self.status == "done" and len(self.values) > 1 else None
+
+    def text(self, digits: int = 3) -> str:
+        if self.status == "done":
+            return f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
+        return {"empty": "", "failed": "failed", "not run": "not run"}[self.status]
+
+
+@dataclass
+class Row:
+    """One table row: its label, its cells per site and the paper's value per site (``None``: not reported)."""
+
+    key: Tuple[str, ...]
+    label: str
+    cells: Dict[str, Cell]
+    paper: Dict[str, Optional[float]]
+
+
+def _cells(results: Mapping[str, RunResult], sites: Sequence[str], match) -> Dict[str, Cell]:
+    cells = {site: Cell() for site in sites}
+    for result in results.values():
+        if result.run.site in cells and match(result.run):
+            cells[result.run.site].results.append(result)
+    for cell in cells.values():
+        cell.results.sort(key=lambda r: r.run.seed)
+    return cells
+
+
+def _sites_of(results: Mapping[str, RunResult]) -> List[str]:
+    present = {r.run.site for r in results.values()}
+    return [s for s in SITES if s in present]
+
+
+def table2_rows(results: Mapping[str, RunResult], teachers: Sequence[str], students: Sequence[str]) -> List[Row]:
+    """Table 2: each teacher's Dice, then per student: w/o, and w/ each teacher (all three modules)."""
+    sites = _sites_of(results)
+    specs: List[Tuple[Tuple[str, ...], str, callable]] = []
+    for t in teachers:
+        specs.append((("teacher", t), f"{DISPLAY_NAMES[t]} (teacher)", lambda r, t=t: r.variant == "teacher" and r.network == t))
+    for s in students:
+        specs.append((("wo", s), f"{DISPLAY_NAMES[s]} w/o", lambda r, s=s: r.variant == "wo" and r.network == s))
+        for t in teachers:
+            specs.append((("w", s, t), f"{DISPLAY_NAMES[s]} w/ {DISPLAY_NAMES[t]}",
+                          lambda r, s=s, t=t: r.variant == "w" and r.network == s and r.teacher == t))
+    return [
+        Row(key, label, _cells(results, sites, match), {site: _paper_value(PAPER_TABLE2.get(key), site) for site in sites})
+        for key, label, match in specs
+    ]
+
+
+def table4_rows(results: Mapping[str, RunResult], teacher: str, student: str) -> List[Row]:
+    """Table 4: the teacher, then ``student`` distilled from ``teacher`` with each module combination that ran."""
+    sites = _sites_of(results)
+    paper = PAPER_TABLE4 if (student, teacher) == PAPER_TABLE4_PAIR else {}
+    rows = [Row(("teacher", teacher), f"Teacher: {DISPLAY_NAMES[teacher]}",
+                _cells(results, sites, lambda r: r.variant == "teacher" and r.network == teacher),
+                {site: _paper_value(paper.get("teacher"), site) for site in sites})]
+    for label, modules in ABLATION_GRID:
+        def match(r, modules=modules):
+            return r.network == student and r.modules == modules and (not modules or r.teacher == teacher)
+
+        cells = _cells(results, sites, match)
+        if all(c.status == "empty" for c in cells.values()):
+            continue
+        name = f"Student: {DISPLAY_NAMES[student]}" if label == "none" else "+" + " + ".join(modules)
+        rows.append(Row(("ablation", label), name, cells, {site: _paper_value(paper.get(label), site) for site in sites}))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def markdown_table(rows: Sequence[Row], with_paper: bool = True, digits: int = 3) -> str:
+    """Rows as a markdown table: one column per target site (``BIDMC (S5)``), each followed by the paper's
+    number for the same cell (``paper S5``) when ``with_paper``."""
+    sites = list(rows[0].cells) if rows else []
+    header = ["model"]
+    for site in sites:
+        header.append(f"{site} ({paper_site(site)})")
+        if with_paper:
+            header.append(f"paper {paper_site(site)}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.label]
+        for site in sites:
+            cells.append(row.cells[site].text(digits))
+            if with_paper:
+                paper = row.paper.get(site)
+                cells.append("" if paper is None else f"{paper:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("row", "label", "site", "paper_site", "status", "n_seeds", "mean", "std", "values", "paper")
+
+
+def write_table(rows: Sequence[Row], md_path: Path, title: str, notes: Sequence[str] = ()) -> Tuple[Path, Path]:
+    """``md_path`` (title, notes, markdown table) and the long-format CSV beside it (one line per cell)."""
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# {title}\n\n" + "".join(f"{n}\n" for n in notes) + ("\n" if notes else "") + markdown_table(rows)
+    md_path.write_text(text)
+    csv_path = md_path.with_suffix(".csv")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            for site, cell in row.cells.items():
+                if cell.status == "empty":
+                    continue
+                writer.writerow({
+                    "row": "/".join(row.key),
+                    "label": row.label,
+                    "site": site,
+                    "paper_site": paper_site(site),
+                    "status": cell.status,
+                    "n_seeds": len(cell.values),
+                    "mean": "" if cell.mean is None else f"{cell.mean:.6f}",
+                    "std": "" if cell.std is None else f"{cell.std:.6f}",
+                    "values": " ".join(f"{v:.6f}" for v in cell.values),
+                    "paper": "" if row.paper.get(site) is None else row.paper[site],
+                })
+    return md_path, csv_path
+
+
+def _paper_markdown(rows: Mapping[str, Sequence[float]], sites: Sequence[str]) -> str:
+    header = ["model"] + [f"{paper_site(s)} ({s})" for s in sites]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, values in rows.items():
+        lines.append("| " + " | ".join([label] + [f"{_paper_value(values, s):.3f}" for s in sites]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_table2_markdown(sites: Sequence[str] = SITES) -> str:
+    """The paper's Table 2 (as reported, Dice) for ``sites``."""
+    labels = {}
+    for key, values in PAPER_TABLE2.items():
+        if key[0] == "teacher":
+            label = f"{DISPLAY_NAMES[key[1]]} (teacher)"
+        elif key[0] == "wo":
+            label = f"{DISPLAY_NAMES[key[1]]} w/o"
+        else:
+            label = f"{DISPLAY_NAMES[key[1]]} w/ {DISPLAY_NAMES[key[2]]}"
+        labels[label] = values
+    return _paper_markdown(labels, sites)
+
+
+def paper_table3_markdown(sites: Sequence[str] = SITES) -> str:
+    """The paper's Table 3 (other methods, as reported) for ``sites``."""
+    return _paper_markdown(PAPER_TABLE3, sites)
+
+
+PER_CASE_COLUMNS = ("run", "site", "seed", "network", "variant", "teacher", "modules", "case", "dice", "hd95", "asd")
+
+
+def per_case_rows(results: Mapping[str, RunResult]) -> List[dict]:
+    """One row per (run, case) of every evaluated run: Dice, HD95 (mm), ASD (mm) on the target site."""
+    rows = []
+    for key, result in results.items():
+        run = result.run
+        for case in result.cases:
+            rows.append({
+                "run": key, "site": run.site, "seed": run.seed, "network": run.network, "variant": run.variant,
+                "teacher": run.teacher or "", "modules": "+".join(run.modules), "case": case["case"],
+                "dice": case["dice"], "hd95": case["hd95"], "asd": case["asd"],
+            })
+    return rows
+
+
+def write_per_case(results: Mapping[str, RunResult], path: Path) -> Path:
+    path = Path(path)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PER_CASE_COLUMNS)
+        writer.writeheader()
+        for row in per_case_rows(results):
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()})
+    return path
+
+
+def distillation_gains(rows: Sequence[Row]) -> List[Tuple[str, str, Dict[str, float]]]:
+    """``(student label, teacher label, {site: mean w/ - mean w/o})`` for every Table 2 pair with both done."""
+    by_key = {row.key: row for row in rows}
+    gains = []
+    for row in rows:
+        if row.key[0] != "w":
+            continue
+        base = by_key.get(("wo", row.key[1]))
+        if base is None:
+            continue
+        delta = {
+            site: row.cells[site].mean - base.cells[site].mean
+            for site in row.cells
+            if row.cells[site].status == "done" and base.cells[site].status == "done"
+        }
+        gains.append((DISPLAY_NAMES[row.key[1]], DISPLAY_NAMES[row.key[2]], delta))
+    return gains
