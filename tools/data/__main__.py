@@ -153,7 +153,22 @@ def synth(out=None, cases_per_site: int = 6, size: int = 96, seed: int = 0, nami
     print(f"wrote a simulated dataset to {out}")
 
 
-COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split_all, "synth": synth}
+@_command
+def montage(root=None, out=None, slices_per_site: int = 4) -> None:
+    """PNG montage of a six-site dataset, one row per site with the mask contours (``write_montage``).
+
+    Args:
+        root: the dataset (e.g. what ``synth`` wrote).
+        out: the PNG to write, e.g. docs/synthetic_sites.png.
+        slices_per_site: axial slices shown per site.
+    """
+    from .synth import write_montage
+
+    root, out = _path(root, "root"), _path(out, "out")
+    print(f"wrote {write_montage(root, out, slices_per_site=slices_per_site)}")
+
+
+COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split_all, "synth": synth, "montage": montage}
 
 
 def main() -> None:

@@ -10,8 +10,7 @@ size)``: the same call writes the same voxels, and case ``k`` does not depend on
 
 Regenerate the montage in ``docs/`` (about 10 s)::
 
-    python -c "from tools.data.synth import synthesize, write_montage; \\
-        synthesize('/tmp/synth'); write_montage('/tmp/synth', 'docs/synthetic_sites.png')"
+    python -m tools.data synth --out /tmp/synth && python -m tools.data montage --root /tmp/synth --out docs/synthetic_sites.png
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ def run(
     Exits with status 1 when any run failed (after writing everything else).
     """
     start = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = _load()
     plan, sites, teachers, students = _selection(sites, teachers, students, modules, seeds, all_sites)
     out_dir = Path(out or f"results/{profile}_default").resolve()
@@ -81,7 +82,7 @@ def run(
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         data=data_text, teachers=teachers, students=students, sites=sites,
-        seeds=sorted({r.seed for r in plan}), wall_seconds=0.0, load_start=load_start,
+        seeds=sorted({r.seed for r in plan}), started=started, load_start=load_start,
     )
     info.wall_seconds = time.perf_counter() - start
     info.load_end = _load()

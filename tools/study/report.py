@@ -54,6 +54,7 @@ class StudyInfo:
     sites: List[str]
     seeds: List[int]
     wall_seconds: float = 0.0
+    started: str = ""
     load_start: Optional[tuple] = None
     load_end: Optional[tuple] = None
     notes: List[str] = field(default_factory=list)
@@ -122,6 +123,30 @@ def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outco
     return rows
 
 
+INVOCATION_COLUMNS = ("started", "wall_s", "executed", "skipped", "failed", "load_start", "load_end", "command")
+
+
+def record_invocation(out_dir: Path, info: StudyInfo, outcomes: Sequence[Outcome]) -> List[dict]:
+    """Append this invocation to ``<out_dir>/invocations.csv`` (a rerun that only rewrites the tables keeps the
+    wall time of the call that trained); every invocation so far, oldest first."""
+    path = Path(out_dir) / "invocations.csv"
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("done", "skipped", "failed")}
+    rows.append({
+        "started": info.started, "wall_s": f"{info.wall_seconds:.1f}", "executed": counts["done"],
+        "skipped": counts["skipped"], "failed": counts["failed"], "load_start": info.load_start,
+        "load_end": info.load_end, "command": info.command,
+    })
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=INVOCATION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
 def _gains_text(rows) -> List[str]:
     lines = []
     for student, teacher, delta in distillation_gains(rows):
@@ -183,11 +208,13 @@ def write_outputs(
         if overlay:
             written[f"overlays_{site}"] = overlay
 
-    written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written)
+    invocations = record_invocation(out, info, outcomes)
+    written["invocations"] = out / "invocations.csv"
+    written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations)
     return written
 
 
-def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written) -> Path:
+def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations) -> Path:
     compute = sum(float(r["train_s"] or 0) + float(r["evaluate_s"] or 0) for r in runs_rows)
     failed = [r for r in runs_rows if r["status"] == "failed"]
     executed = sum(1 for r in runs_rows if r["this_call"] == "done")
@@ -214,6 +241,11 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         + (f"; torch threads per run: {settings.threads}" if settings.threads else ""),
     ]
     lines += [f"- {note}" for note in info.notes]
+    if len(invocations) > 1:
+        lines += ["", "Invocations of this study folder ([invocations.csv](invocations.csv)):", "",
+                  "| started | wall (s) | executed | reused | failed | load at start |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['started']} | {r['wall_s']} | {r['executed']} | {r['skipped']} | {r['failed']} | {r['load_start']} |"
+                  for r in invocations]
     lines += ["", "## Table 2: Dice on the unseen target site", "", markdown_table(rows2)]
     gains = _gains_text(rows2)
     if gains:

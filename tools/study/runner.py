@@ -273,18 +273,20 @@ def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str,
 def execute(
     plan: Sequence[Run],
     settings: Settings,
-    launcher: Launcher = launch_subprocess,
+    launcher: Optional[Launcher] = None,
     progress: bool = True,
     echo: Callable[[str], None] = None,
 ) -> List[Outcome]:
     """Run ``plan`` in order; one :class:`Outcome` per run, in plan order.
 
-    Finished runs (:func:`is_evaluated`) are skipped. A failed run is reported (``echo``) with its log; a run
+    ``launcher`` runs one command (default :func:`launch_subprocess`). Finished runs (:func:`is_evaluated`) are
+    skipped. A failed run is reported (``echo``) with its log; a run
     whose teacher run failed fails too, naming the teacher's log, without running. ``progress`` shows a tqdm bar
     over runs and one line per run with its elapsed time.
     """
     from tqdm import tqdm
 
+    launcher = launcher or launch_subprocess
     env = _environment(settings)
     outcomes: Dict[str, Outcome] = {}
     bar = tqdm(plan, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
