@@ -1,21 +1,165 @@
-"""``python -m tools.bench models [--size 384] [--width 1.0] [--repeats 10] [--threads N] [--out-dir results]``."""
+"""Benchmarks that print figures and write tables under ``results/``.
 
+* ``python -m tools.bench models [--size 384] [--width 1.0] [--repeats 10] [--threads N] [--out-dir results]
+  [--inference/--noinference] [--inference-repeats 5]``: Table 1 (parameters, GMACs, latency per slice), then,
+  unless ``--noinference``, the ``inference`` benchmark below (its summary is appended to ``models.md``).
+* ``python -m tools.bench inference [--networks ENet,DeepLabV3Plus] [--size 384] [--slices 30] [--repeats 5]
+  [--threads N] [--teacher-width W] [--out-dir results] [--nomodels-section]``: one simulated volume through
+  each network's bundle inference.yaml, file to mask; writes ``inference.md``/``.csv`` and the summary section
+  of ``models.md``.
+* ``python -m tools.bench distill [--profile paper,cpu] [--size S] [--batch B] [--student ENet]
+  [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]``:
+  the cost of a distillation step against a plain student step; writes ``distill_cost.md``/``.csv``.
+"""
+
+import os
 import sys
 
 import fire
 
 
+def _names(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [n.strip() for n in value.split(",") if n.strip()]
+    return [str(n) for n in value]
+
+
+def _command() -> str:
+    return "python -m tools.bench " + " ".join(sys.argv[1:])
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _run_inference(
+    networks: str = "ENet,DeepLabV3Plus",
+    size: int = 384,
+    slices: int = 30,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    teacher_width: float | None = None,
+    student_width: float | None = None,
+    device: str | None = None,
+    stages: bool = True,
+    out_dir: str = "results",
+    models_section: bool = True,
+    command: str | None = None,
+) -> None:
+    from custom_nets import NETWORKS
+
+    from .inference import measure_inference, update_models_md, write_inference_table
+
+    load_average = os.getloadavg()
+    names = _names(networks)
+    widths = {}
+    for name in names:
+        width = teacher_width if NETWORKS.get(name, (None, None))[1] == "teacher" else student_width
+        if width is not None:
+            widths[name] = float(width)
+    figures = measure_inference(
+        names, size=size, slices=slices, repeats=repeats, warmup=warmup, widths=widths, threads=threads,
+        device=device, stages=stages, progress=_print,
+    )
+    md_path, csv_path = write_inference_table(figures, out_dir, command=command or _command(), load_average=load_average)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {csv_path}")
+    if models_section:
+        models_md = update_models_md(os.path.join(out_dir, "models.md"), figures)
+        print(f"wrote the inference section of {models_md}")
+
+
+def inference(
+    networks: str = "ENet,DeepLabV3Plus",
+    size: int = 384,
+    slices: int = 30,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    teacher_width: float | None = None,
+    student_width: float | None = None,
+    device: str | None = None,
+    stages: bool = True,
+    out_dir: str = "results",
+    models_section: bool = True,
+) -> None:
+    """A ``size x size x slices`` volume through each network's bundle, file to mask (see tools/bench/inference.py).
+
+    Writes ``inference.md``/``.csv`` in ``out_dir`` and, with ``models_section``, the summary section of
+    ``out_dir/models.md``."""
+    _run_inference(
+        networks, size, slices, repeats, warmup, threads, teacher_width, student_width, device, stages, out_dir,
+        models_section,
+    )
+
+
 def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int | None = None, out_dir: str = "results",
-           networks: str | None = None) -> None:
-    """Parameters, GMACs and CPU latency per slice of the five networks; writes ``models.md`` and ``models.csv``."""
+           networks: str | None = None, inference: bool = True, inference_repeats: int = 5) -> None:
+    """Parameters, GMACs and CPU latency per slice of the five networks; writes ``models.md`` and ``models.csv``.
+
+    With ``inference`` (default), then runs :func:`inference` for ENet and DeepLabV3+ at ``size`` (``--noinference``
+    to skip it).
+    """
     from .models import benchmark_models, write_models_table
 
-    names = [n.strip() for n in networks.split(",")] if isinstance(networks, str) else networks
+    names = _names(networks) or None
     figures = benchmark_models(names, size=size, width=width, repeats=repeats, threads=threads)
-    md_path, csv_path = write_models_table(figures, out_dir, command="python -m tools.bench " + " ".join(sys.argv[1:]))
+    md_path, csv_path = write_models_table(figures, out_dir, command=_command())
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {csv_path}")
+    if inference:
+        _run_inference(size=size, repeats=inference_repeats, threads=threads, out_dir=out_dir, command=_command())
+
+
+def distill(
+    profile: str = "paper,cpu",
+    size: int | None = None,
+    batch: int | None = None,
+    student: str = "ENet",
+    teacher: str = "DeepLabV3Plus",
+    student_width: float | None = None,
+    teacher_width: float | None = None,
+    repeats: int | None = None,
+    warmup: int = 1,
+    threads: int | None = None,
+    device: str = "cpu",
+    memory: bool = True,
+    out_dir: str = "results",
+) -> None:
+    """The cost of a distillation step at each profile (``paper``: 384x384, batch 16, teacher width 1.0; ``cpu``:
+    96x96, batch 16, teacher width 0.25), one after the other; ``--size`` etc. override every profile's value.
+    ``repeats`` defaults to 3 at the paper's size and 10 at the CPU profile."""
+    import torch
+
+    from .distill import measure_distillation_cost, profile_spec, write_distill_tables
+
+    load_average = os.getloadavg()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    costs = []
+    for name in _names(profile):
+        spec = profile_spec(
+            name, size=size, batch=batch, student=student, teacher=teacher, student_width=student_width,
+            teacher_width=teacher_width, device=device,
+        )
+        n = repeats if repeats is not None else (3 if name == "paper" else 10)
+        _print(f"[{name}] {spec.batch}x1x{spec.size}x{spec.size}, {spec.student} ({spec.student_width:g}) <- "
+               f"{spec.teacher} ({spec.teacher_width:g}), {n} repeats + {warmup} warm-up, {torch.get_num_threads()} thread(s)")
+        cost = measure_distillation_cost(
+            spec, profile=name, repeats=n, warmup=warmup, memory=memory, threads=threads,
+            progress=lambda message, name=name: _print(f"[{name}] {message}"),
+        )
+        _print(f"[{name}] ratio {cost.ratio:.2f}x, LM+KM+AA {100 * cost.loss_share:.1f}% of the step")
+        costs.append(cost)
+    md_path, csv_path = write_distill_tables(
+        costs, out_dir, command=_command(), load_average=load_average, load_average_end=os.getloadavg()
+    )
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}")
 
 
 if __name__ == "__main__":
-    fire.Fire({"models": models})
+    fire.Fire({"models": models, "inference": inference, "distill": distill})

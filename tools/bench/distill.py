@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -134,9 +134,9 @@ class StepSetup:
     device: torch.device
     image: torch.Tensor
     label: torch.Tensor
-    plain_network: nn.Module
-    plain_loss: nn.Module
-    plain_optimizer: torch.optim.Optimizer
+    plain_network: Optional[nn.Module]
+    plain_loss: Optional[nn.Module]
+    plain_optimizer: Optional[torch.optim.Optimizer]
     teacher: Optional[nn.Module]
     model: Optional[DistillationModel]
     distill_optimizer: Optional[torch.optim.Optimizer]
@@ -336,21 +336,15 @@ def measure_step_times(
     steps = [("plain", plain_step), ("distill", distill_step), ("instrumented", instrumented_distill_step)]
     times: Dict[str, list] = {name: [] for name, _ in steps}
     for index in range(warmup + repeats):
+        kept = index >= warmup
+        label = f"repeat {index - warmup + 1}/{repeats}" if kept else f"warm-up {index + 1}/{warmup}"
         shift = index % len(steps)
-        this_round = {}
         for name, step in steps[shift:] + steps[:shift]:
             elapsed, result = _timed(step, setup)
-            this_round[name] = result if name == "instrumented" else elapsed
-        kept = index >= warmup
-        if kept:
-            for name in times:
-                times[name].append(this_round[name])
-        if progress is not None:
-            label = f"repeat {index - warmup + 1}/{repeats}" if kept else f"warmup {index + 1}/{warmup}"
-            progress(
-                f"{label}: plain {this_round['plain']:.3f} s, distill {this_round['distill']:.3f} s, "
-                f"instrumented {this_round['instrumented']['total']:.3f} s"
-            )
+            if kept:
+                times[name].append(result if name == "instrumented" else elapsed)
+            if progress is not None:
+                progress(f"{label}: {name} step {elapsed:.3f} s")
     return times
 
 
@@ -565,6 +559,7 @@ def write_distill_tables(
             row[f"{kind}_peak_delta_mib"] = memory.get("delta_mib", "")
             row[f"{kind}_process_peak_mib"] = memory.get("process_peak_mib", "")
         row["torch"] = torch.__version__
+        row["machine"] = _machine()
         row["load_average_start"] = " ".join(f"{v:.2f}" for v in load_average) if load_average else ""
         rows.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()})
     with open(csv_path, "w", newline="") as handle:
@@ -624,6 +619,18 @@ def write_distill_tables(
         + " | ".join(f"{sum(c.part_s[p] for p in LOSS_PARTS):.4f} | **{100 * c.loss_share:.1f}%**" for c in costs)
         + " |"
     )
+    lines.append("")
+    for c in costs:
+        term_share = {t: c.shares[f"{t}_forward"] + c.shares[f"{t}_backward"] for t in TERMS}
+        lines.append(
+            f"- {c.profile}: LM + KM + AA take {100 * c.loss_share:.1f}% of the step (target < 10%: "
+            f"{'met' if c.target_met else 'missed'}): LM {100 * term_share['logits']:.1f}%, "
+            f"KM {100 * term_share['kernel']:.1f}%, AA {100 * term_share['affinity']:.1f}% (forward + backward); "
+            f"teacher forward {100 * c.shares['teacher_forward']:.1f}%, student forward + backward "
+            f"{100 * (c.shares['student_forward'] + c.shares['student_backward']):.1f}%, "
+            f"Seg {100 * term_share['seg']:.1f}%. Instrumented step {c.instrumented_s:.3f} s vs the bundle's "
+            f"{c.distill_s:.3f} s."
+        )
     if any(c.plain_memory for c in costs):
         lines += [
             "",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .plan import DISPLAY_NAMES, Run
+from .plan import ALL_MODULES, Run
 from .runner import run_dir
-from .tables import RunResult, Row, paper_site
+from .tables import Row, RunResult, case_name, paper_site
 
 __all__ = ["plot_dice_by_site", "largest_slice", "label_file_of", "plot_overlays"]
 
@@ -40,7 +40,7 @@ def plot_dice_by_site(rows: Sequence[Row], path: Path) -> Optional[Path]:
     bars = [row for row in rows if row.key[0] in ("wo", "w")]
     teachers = [row for row in rows if row.key[0] == "teacher"]
     width = 0.8 / max(len(bars), 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + len(sites) * (0.5 + 0.35 * len(bars))), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.6 + len(sites) * (0.5 + 0.35 * len(bars))), 3.6))
     colours = plt.get_cmap("tab10")
     for b, row in enumerate(bars):
         xs, heights, errors = [], [], []
@@ -66,7 +66,7 @@ def plot_dice_by_site(rows: Sequence[Row], path: Path) -> Optional[Path]:
     ax.set_xticklabels([f"{site}\n({paper_site(site)})" for site in sites])
     ax.set_ylim(0, 1)
     ax.set_ylabel("Dice on the unseen target site")
-    ax.set_title("Students without vs with distillation, per target site")
+    ax.set_title("Students w/o vs w/ distillation", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = Path(path)
@@ -78,8 +78,6 @@ def plot_dice_by_site(rows: Sequence[Row], path: Path) -> Optional[Path]:
 def label_file_of(image_file: str) -> Optional[str]:
     """The ground-truth file beside ``CaseNN<ext>``: ``CaseNN_segmentation<ext>`` in any letter case, or ``None``."""
     folder, name = os.path.split(image_file)
-    from .tables import case_name
-
     case = case_name(name)
     ext = name[len(case):]
     wanted = f"{case}_segmentation{ext}".lower()
@@ -110,7 +108,7 @@ def _overlay_runs(results: Mapping[str, RunResult], site: str, teachers: Sequenc
         return []
     wanted = [Run(site, seeds[0], students[0])]
     if teachers:
-        wanted += [Run(site, seeds[0], students[0], teachers[0], ("AAM", "KMM", "LM")), Run(site, seeds[0], teachers[0])]
+        wanted += [Run(site, seeds[0], students[0], teachers[0], ALL_MODULES), Run(site, seeds[0], teachers[0])]
     return [results[r.key] for r in wanted if r.key in results and results[r.key].status == "done"]
 
 
@@ -123,7 +121,9 @@ def plot_overlays(
     runs = _overlay_runs(results, site, teachers, students)
     if not runs or not runs[0].cases:
         return None
-    cases = sorted(runs[0].cases, key=lambda c: c["case"])[:max_cases]
+    cases = [c for c in sorted(runs[0].cases, key=lambda c: c["case"]) if os.path.isfile(c["file"])][:max_cases]
+    if not cases:
+        return None  # the evaluated images are gone (e.g. another --data folder)
     plt = _pyplot()
     fig, axes = plt.subplots(len(runs), len(cases), figsize=(2.4 * len(cases), 2.5 * len(runs)), squeeze=False)
     for c, case in enumerate(cases):
@@ -150,8 +150,8 @@ def plot_overlays(
                 note = " (no mask saved)"
             name = result.run.label.replace(" (teacher)", "")
             ax.set_title(f"{case['case']}: {name}\n{note.strip()}", fontsize=7)
-    fig.suptitle(f"Unseen target site {site} ({paper_site(site)}): ground truth red, prediction green "
-                 f"(seed {runs[0].run.seed}, slice of largest gland area)", fontsize=8)
+    fig.suptitle(f"Unseen target site {site} ({paper_site(site)}), seed {runs[0].run.seed}\n"
+                 f"ground truth red, prediction green; slice of largest gland area", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

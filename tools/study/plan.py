@@ -27,6 +27,7 @@ __all__ = [
     "MODULES",
     "MODULE_SWITCHES",
     "ABLATION_GRID",
+    "ALL_MODULES",
     "Run",
     "resolve_sites",
     "resolve_seeds",
@@ -86,6 +87,7 @@ ABLATION_GRID: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
 """The rows of the paper's Table 4: label -> modules on ("none" = no distillation at all, the ``w/o`` run)."""
 
 ALL_MODULES: Tuple[str, ...] = ("AAM", "KMM", "LM")
+"""The full objective (the ``w/`` runs), in the canonical order of module tuples."""
 
 
 def _combo_key(modules: Iterable[str]) -> Tuple[str, ...]:

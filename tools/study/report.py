@@ -148,17 +148,26 @@ def record_invocation(out_dir: Path, info: StudyInfo, outcomes: Sequence[Outcome
 
 
 def _gains_text(rows) -> List[str]:
+    """One plain sentence per student-teacher pair: the measured change of Dice with distillation, per site and on
+    average, and the paper's change for the same sites."""
     lines = []
-    for student, teacher, delta in distillation_gains(rows):
-        if not delta:
-            lines.append(f"- {student} distilled from {teacher}: no site with both runs done.")
+    for gain in distillation_gains(rows):
+        if not gain.ours:
+            lines.append(f"- {gain.student} distilled from {gain.teacher}: no target site with both runs done.")
             continue
-        parts = [f"{site} ({paper_site(site)}) {d:+.3f}" for site, d in delta.items()]
-        mean = sum(delta.values()) / len(delta)
-        better = sum(1 for d in delta.values() if d > 0)
+        parts = []
+        for site, (wo, w) in gain.ours.items():
+            paper = gain.paper.get(site)
+            paper_text = f"; paper {paper[0]:.3f} -> {paper[1]:.3f}, {paper[1] - paper[0]:+.3f}" if paper else ""
+            parts.append(f"{site} ({paper_site(site)}) {wo:.3f} -> {w:.3f}, {w - wo:+.3f}{paper_text}")
+        deltas = list(gain.deltas.values())
+        mean = sum(deltas) / len(deltas)
+        better = sum(1 for d in deltas if d > 0)
+        verdict = "raised" if mean > 0 else "lowered" if mean < 0 else "did not change"
         lines.append(
-            f"- {student} distilled from {teacher} minus {student} alone (Dice): {', '.join(parts)}; "
-            f"mean {mean:+.3f} over {len(delta)} site(s); higher with distillation on {better} of {len(delta)}."
+            f"- {gain.student} w/o -> w/ {gain.teacher} (Dice): {'; '.join(parts)}. Distillation {verdict} the mean "
+            f"Dice on the unseen site(s) by {abs(mean):.3f} (over {len(deltas)} site(s)); it was better on "
+            f"{better} of {len(deltas)}."
         )
     return lines
 
@@ -241,8 +250,9 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         + (f"; torch threads per run: {settings.threads}" if settings.threads else ""),
     ]
     lines += [f"- {note}" for note in info.notes]
-    if len(invocations) > 1:
-        lines += ["", "Invocations of this study folder ([invocations.csv](invocations.csv)):", "",
+    if invocations:
+        lines += ["", "Every invocation on this study folder ([invocations.csv](invocations.csv); a rerun reuses the "
+                  "finished runs and only rewrites the outputs):", "",
                   "| started | wall (s) | executed | reused | failed | load at start |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['started']} | {r['wall_s']} | {r['executed']} | {r['skipped']} | {r['failed']} | {r['load_start']} |"
                   for r in invocations]
@@ -270,7 +280,8 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
               "(models, TensorBoard logs, `logs/train.log`, `logs/evaluate.log`, `eval/`).", "",
               "| run | status | Dice | train (s) | evaluate (s) |", "|---|---|---|---|---|"]
     for r in runs_rows:
-        lines.append(f"| {r['run']} | {r['status']} | {r['dice'][:5] if r['dice'] else ''} | {r['train_s']} | {r['evaluate_s']} |")
+        dice = f"{float(r['dice']):.3f}" if r["dice"] else ""
+        lines.append(f"| {r['run']} | {r['status']} | {dice} | {r['train_s']} | {r['evaluate_s']} |")
     if failed:
         lines += ["", "### Failed runs", ""]
         lines += [f"- {r['run']}: {r['message'] or 'failed'}; log: `{r['log']}`" for r in failed]

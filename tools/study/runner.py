@@ -8,6 +8,8 @@ commands' output, command line first), ``trained`` (written when training exited
 
 Resumability: a run whose ``eval/metrics.csv`` and per-case CSVs exist is skipped. Otherwise training runs
 again unless ``trained`` exists; the bundle resumes from the newest checkpoint in ``models/`` by itself.
+Nothing checks that a finished run used today's configs or overrides: delete a run folder to redo that run
+(and the folders of the students of a teacher you redo).
 A run that fails (non-zero exit) is reported with its log; the runs that need its weights (the students of a
 failed teacher) fail without running; every other run goes on.
 """
@@ -127,8 +129,16 @@ def parse_overrides(overrides: Any) -> Dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r} is not key=value (in --override {overrides!r}).")
-        parsed[key.strip()] = yaml.safe_load(value.strip())
+        parsed[key.strip()] = _number_or_yaml(value.strip())
     return parsed
+
+
+def _number_or_yaml(text: str) -> Any:
+    """``1e-3`` -> 0.001 (which YAML 1.1 leaves a string), else the YAML value of ``text``."""
+    try:
+        return float(text) if any(c in text.lower() for c in ".e") and not text.lower() in ("true", "false") else int(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def _cli_value(value: Any) -> str:
@@ -240,6 +250,12 @@ def _write_timing(folder: Path, stage: str, seconds: float) -> None:
     path.write_text(json.dumps(timing, indent=1) + "\n")
 
 
+def _weights_ready(folder: Path) -> bool:
+    """Whether a run's training finished (``trained``) and left ``models/model.pt`` (what a student's
+    distillation reads; a teacher whose evaluation failed still teaches)."""
+    return (folder / TRAINED_MARKER).is_file() and (folder / "models" / "model.pt").is_file()
+
+
 def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str, str]) -> Outcome:
     folder = run_dir(run, settings.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -260,7 +276,8 @@ def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str,
             detail = f"exit code {code}"
         _write_timing(folder, stage, time.perf_counter() - stage_start)
         if code != 0:
-            return Outcome(run, "failed", folder, log, f"{stage} failed ({detail})", time.perf_counter() - start)
+            what = {"train": "training", "evaluate": "evaluation"}[stage]
+            return Outcome(run, "failed", folder, log, f"{what} failed ({detail})", time.perf_counter() - start)
         if stage == "train":
             (folder / TRAINED_MARKER).write_text("training exited 0\n")
     if not is_evaluated(folder):
@@ -275,14 +292,14 @@ def execute(
     settings: Settings,
     launcher: Optional[Launcher] = None,
     progress: bool = True,
-    echo: Callable[[str], None] = None,
+    echo: Optional[Callable[[str], None]] = None,
 ) -> List[Outcome]:
     """Run ``plan`` in order; one :class:`Outcome` per run, in plan order.
 
     ``launcher`` runs one command (default :func:`launch_subprocess`). Finished runs (:func:`is_evaluated`) are
-    skipped. A failed run is reported (``echo``) with its log; a run
-    whose teacher run failed fails too, naming the teacher's log, without running. ``progress`` shows a tqdm bar
-    over runs and one line per run with its elapsed time.
+    skipped. A failed run is reported with its log; a run whose teacher failed before writing its weights fails
+    too, naming the teacher's log, without running; every other run goes on. ``progress`` shows a tqdm bar over
+    runs; one line per run (``echo``, default the bar's ``write`` or ``print``) gives its status and elapsed time.
     """
     from tqdm import tqdm
 
@@ -297,7 +314,7 @@ def execute(
         dependency = outcomes.get(run.depends_on) if run.depends_on else None
         if is_evaluated(folder):
             outcome = Outcome(run, "skipped", folder, message="evaluated before")
-        elif dependency is not None and not dependency.ok:
+        elif dependency is not None and not dependency.ok and not _weights_ready(dependency.folder):
             outcome = Outcome(run, "failed", folder, dependency.log, f"its teacher run {run.depends_on} failed")
         else:
             outcome = _run_one(run, settings, launcher, env)

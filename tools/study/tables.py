@@ -18,7 +18,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tools.data.layout import SITES
 
@@ -32,6 +32,7 @@ __all__ = [
     "paper_site",
     "RunResult",
     "read_metrics",
+    "case_name",
     "read_per_case",
     "collect",
     "Cell",
@@ -44,6 +45,7 @@ __all__ = [
     "paper_table3_markdown",
     "per_case_rows",
     "write_per_case",
+    "Gain",
     "distillation_gains",
 ]
 
@@ -238,7 +240,7 @@ def _sites_of(results: Mapping[str, RunResult]) -> List[str]:
 def table2_rows(results: Mapping[str, RunResult], teachers: Sequence[str], students: Sequence[str]) -> List[Row]:
     """Table 2: each teacher's Dice, then per student: w/o, and w/ each teacher (all three modules)."""
     sites = _sites_of(results)
-    specs: List[Tuple[Tuple[str, ...], str, callable]] = []
+    specs: List[Tuple[Tuple[str, ...], str, Callable[[Run], bool]]] = []
     for t in teachers:
         specs.append((("teacher", t), f"{DISPLAY_NAMES[t]} (teacher)", lambda r, t=t: r.variant == "teacher" and r.network == t))
     for s in students:
@@ -381,20 +383,31 @@ def write_per_case(results: Mapping[str, RunResult], path: Path) -> Path:
     return path
 
 
-def distillation_gains(rows: Sequence[Row]) -> List[Tuple[str, str, Dict[str, float]]]:
-    """``(student label, teacher label, {site: mean w/ - mean w/o})`` for every Table 2 pair with both done."""
+@dataclass
+class Gain:
+    """Student ``w/o`` -> ``w/`` one teacher, per target site: ``ours[site] = (w/o, w/)`` mean Dice of the sites where
+    both are done, ``paper[site]`` the paper's pair for the same site (``None`` if not reported)."""
+
+    student: str
+    teacher: str
+    ours: Dict[str, Tuple[float, float]]
+    paper: Dict[str, Optional[Tuple[float, float]]]
+
+    @property
+    def deltas(self) -> Dict[str, float]:
+        return {site: w - wo for site, (wo, w) in self.ours.items()}
+
+
+def distillation_gains(rows: Sequence[Row]) -> List[Gain]:
+    """One :class:`Gain` per Table 2 pair (student w/ teacher) whose ``w/o`` row exists."""
     by_key = {row.key: row for row in rows}
     gains = []
     for row in rows:
-        if row.key[0] != "w":
-            continue
-        base = by_key.get(("wo", row.key[1]))
+        base = by_key.get(("wo", row.key[1])) if row.key[0] == "w" else None
         if base is None:
             continue
-        delta = {
-            site: row.cells[site].mean - base.cells[site].mean
-            for site in row.cells
-            if row.cells[site].status == "done" and base.cells[site].status == "done"
-        }
-        gains.append((DISPLAY_NAMES[row.key[1]], DISPLAY_NAMES[row.key[2]], delta))
+        both = [s for s in row.cells if row.cells[s].status == "done" and base.cells[s].status == "done"]
+        ours = {s: (base.cells[s].mean, row.cells[s].mean) for s in both}
+        paper = {s: (base.paper[s], row.paper[s]) if None not in (base.paper.get(s), row.paper.get(s)) else None for s in both}
+        gains.append(Gain(DISPLAY_NAMES[row.key[1]], DISPLAY_NAMES[row.key[2]], ours, paper))
     return gains

@@ -1,0 +1,448 @@
+"""``tools.study`` (issue 5): the run grid, the commands it gives the bundles, resumability, failure reporting,
+the tables (mean ± std over seeds, the paper's numbers beside ours) and the figures.
+
+Everything but the last test runs on fake run folders and a fake launcher (no training). The last test runs the
+default grid (DeepLabV3+ teacher, ENet w/o and w/) for real on a tiny simulated set through ``python -m
+tools.study run``; it is marked slow (about a minute on the shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pytest
+import yaml
+
+from tools.data.layout import SITES
+from tools.study import plan as study_plan
+from tools.study import runner as study_runner
+from tools.study.__main__ import run as cli_run
+from tools.study.figures import label_file_of, largest_slice, plot_dice_by_site, plot_overlays
+from tools.study.plan import ABLATION_GRID, MODULE_SWITCHES, STUDENTS, TEACHERS, Run, make_plan
+from tools.study.runner import Settings, evaluate_command, execute, parse_overrides, run_dir, train_command
+from tools.study.tables import (
+    PAPER_TABLE2,
+    PAPER_TABLE3,
+    PAPER_TABLE4,
+    Cell,
+    RunResult,
+    collect,
+    distillation_gains,
+    markdown_table,
+    paper_site,
+    paper_table2_markdown,
+    table2_rows,
+    table4_rows,
+    write_table,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER = REPO_ROOT.parent / "shared" / "paper.md"
+ALL = ("AAM", "KMM", "LM")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def write_eval(folder: Path, dice: Dict[str, float]) -> None:
+    """A finished evaluation as MONAI's MetricsSaver writes it: per-case ``test_*_raw.csv`` and ``metrics.csv``."""
+    eval_dir = folder / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    per_metric = {"dice": dice, "hd95": {c: 10 * (1 - d) for c, d in dice.items()}, "asd": {c: 2 * (1 - d) for c, d in dice.items()}}
+    for metric, values in per_metric.items():
+        with open(eval_dir / f"test_{metric}_raw.csv", "w") as f:
+            f.write("filename,class0,mean\n")
+            for case, value in values.items():
+                f.write(f"/data/BIDMC/{case}.nii.gz,{value},{value}\n")
+    with open(eval_dir / "metrics.csv", "w") as f:
+        for metric, values in per_metric.items():
+            f.write(f"test_{metric},{np.mean(list(values.values()))}\n")
+
+
+class FakeLauncher:
+    """Records each command; ``run evaluating`` writes an evaluation with Dice ``dice(run folder)``; commands
+    whose run folder is in ``fail`` (with stage ``training``/``evaluating``) exit 1."""
+
+    def __init__(self, fail: Sequence[tuple] = (), dice=lambda folder: {"Case00": 0.5, "Case02": 0.7}):
+        self.calls: List[tuple] = []
+        self.fail = set(fail)
+        self.dice = dice
+
+    def __call__(self, command, log_path, env):
+        stage = command[command.index("run") + 1]
+        folder = Path(command[command.index("--bundle_root") + 1])
+        self.calls.append((stage, folder.name, env.get("OMP_NUM_THREADS")))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"fake {stage}\n")
+        if (folder.name, stage) in self.fail:
+            return 1
+        if stage == "evaluating":
+            write_eval(folder, self.dice(folder))
+        return 0
+
+
+def settings_for(tmp_path: Path, **kwargs) -> Settings:
+    return Settings(tmp_path / "study", tmp_path / "data", **kwargs)
+
+
+def config_list(command: List[str]) -> List[str]:
+    text = command[command.index("--config_file") + 1]
+    return [Path(p.strip("'")).name for p in text.strip("[]").split(",")]
+
+
+def arg(command: List[str], key: str) -> str:
+    return command[command.index(f"--{key}") + 1]
+
+
+# -------------------------------------------------------------------------------------------------- plan
+
+
+def test_default_plan_is_teacher_then_student_without_and_with():
+    plan = make_plan(*[study_plan.resolve_sites("BIDMC"), [0], ["deeplabv3plus"], ["enet"], study_plan.resolve_modules("full")])
+    assert [r.key for r in plan] == [
+        "BIDMC/seed0/prostate_mri_deeplabv3plus_teacher",
+        "BIDMC/seed0/prostate_mri_enet_student__wo",
+        "BIDMC/seed0/prostate_mri_enet_student__w_deeplabv3plus",
+    ]
+    assert [r.variant for r in plan] == ["teacher", "wo", "w"]
+    assert [r.depends_on for r in plan] == [None, None, plan[0].key]
+    assert plan[2].switches == {"distill_logits": True, "distill_affinity": True, "distill_kernel": True}
+
+
+def test_full_grid_counts_and_dependency_order():
+    sites = study_plan.resolve_sites("all")
+    assert sites == list(SITES)
+    plan = make_plan(sites, [0, 1], list(TEACHERS), list(STUDENTS))
+    # per site and seed: 2 teachers + 3 students x (w/o + w/ each of 2 teachers)
+    assert len(plan) == 6 * 2 * (2 + 3 * 3)
+    assert len({r.key for r in plan}) == len(plan)
+    position = {r.key: i for i, r in enumerate(plan)}
+    for r in plan:
+        if r.depends_on:
+            assert position[r.depends_on] < position[r.key], r.key
+    teacher_runs = [r for r in plan if r.variant == "teacher"]
+    assert len(teacher_runs) == 6 * 2 * 2  # each teacher once per (site, seed), shared by the three students
+
+
+def test_ablation_grid_maps_to_distill_switches():
+    plan = make_plan(["HK"], [0], ["unetpp", "deeplabv3plus"], ["espnet", "enet"], study_plan.resolve_modules("ablation"))
+    ablation = [r for r in plan if r.variant == "ablation"]
+    assert len(ablation) == 6  # "none" is the w/o run and "all" the w/ run, both already in Table 2
+    assert {r.network for r in ablation} == {"espnet"} and {r.teacher for r in ablation} == {"unetpp"}
+    expected = {
+        "LM": (True, False, False), "AAM": (False, True, False), "KMM": (False, False, True),
+        "KMM+LM": (True, False, True), "AAM+LM": (True, True, False), "AAM+KMM": (False, True, True),
+    }
+    for r in ablation:
+        assert (r.switches["distill_logits"], r.switches["distill_affinity"], r.switches["distill_kernel"]) == expected[r.combo]
+    assert {r.combo for r in ablation} == set(expected)
+    grid = {label: Run("HK", 0, "espnet", "unetpp" if modules else None, modules) for label, modules in ABLATION_GRID}
+    assert grid["none"].variant == "wo" and grid["none"].key in {r.key for r in plan}
+    assert grid["all"].variant == "w" and grid["all"].key in {r.key for r in plan}
+    assert grid["KMM+LM"].name == "prostate_mri_espnet_student__ablation_unetpp_kmm_lm"
+
+
+def test_switch_names_exist_in_every_students_distill_yaml():
+    for bundle in STUDENTS.values():
+        config = yaml.safe_load((REPO_ROOT / "bundles" / bundle / "configs" / "distill.yaml").read_text())
+        for switch in MODULE_SWITCHES.values():
+            assert config[switch] is True, (bundle, switch)
+
+
+def test_argument_parsing_and_errors():
+    assert study_plan.resolve_sites("S1,isbi,HK") == ["RUNMC", "HK"]
+    assert study_plan.resolve_sites(("BIDMC", "S6")) == ["BIDMC", "HK"]
+    assert study_plan.resolve_seeds((0, 1, 2)) == [0, 1, 2] and study_plan.resolve_seeds("3,4") == [3, 4]
+    assert study_plan.resolve_networks("DeepLabV3+,unet++", "teacher") == ["deeplabv3plus", "unetpp"]
+    assert study_plan.resolve_networks("prostate_mri_erfnet_student", "student") == ["erfnet"]
+    assert study_plan.resolve_networks("all", "student") == ["enet", "espnet", "erfnet"]
+    assert study_plan.resolve_modules("lm+kmm, AAM") == [("KMM", "LM"), ("AAM",)]
+    with pytest.raises(ValueError, match="unknown module 'XYZ'"):
+        study_plan.resolve_modules("XYZ")
+    with pytest.raises(ValueError, match="unknown teacher 'enet'"):
+        study_plan.resolve_networks("enet", "teacher")
+    with pytest.raises(ValueError, match="seeds must be integers"):
+        study_plan.resolve_seeds("a")
+    with pytest.raises(ValueError, match="needs both a teacher and at least one module"):
+        Run("BIDMC", 0, "enet", "deeplabv3plus", ())
+    with pytest.raises(ValueError, match="cannot have a teacher"):
+        Run("BIDMC", 0, "unetpp", "deeplabv3plus", ALL)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def test_commands_use_the_bundles_configs_and_the_run_folders(tmp_path):
+    settings = settings_for(tmp_path, overrides=parse_overrides("max_epochs=1,progress=false,image_size=32"))
+    teacher, wo, w = make_plan(["UCL"], [3], ["unetpp"], ["erfnet"])
+    ablation = Run("UCL", 3, "erfnet", "unetpp", ("AAM", "LM"))
+
+    command = train_command(teacher, settings)
+    assert command[:5] == [sys.executable, "-m", "monai.bundle", "run", "training"]
+    assert config_list(command) == ["train.yaml", "profile_cpu.yaml"]
+    assert arg(command, "bundle_root") == str(tmp_path / "study" / "runs" / "UCL" / "seed3" / "prostate_mri_unetpp_teacher")
+    assert (arg(command, "target_site"), arg(command, "seed"), arg(command, "progress")) == ("UCL", "3", "False")
+    assert (arg(command, "max_epochs"), arg(command, "image_size")) == ("1", "32")
+
+    assert config_list(train_command(wo, settings)) == ["train.yaml", "profile_cpu.yaml"]
+    assert "--teacher_ckpt" not in train_command(wo, settings)
+
+    command = train_command(ablation, settings)
+    assert config_list(command) == ["train.yaml", "distill.yaml", "profile_cpu.yaml"]
+    assert arg(command, "teacher_ckpt") == str(run_dir(teacher, settings.out_dir) / "models" / "model.pt")
+    assert arg(command, "teacher_bundle") == str(REPO_ROOT / "bundles" / "prostate_mri_unetpp_teacher")
+    assert (arg(command, "distill_logits"), arg(command, "distill_affinity"), arg(command, "distill_kernel")) == ("True", "True", "False")
+
+    command = evaluate_command(w, settings)
+    assert command[4] == "evaluating"
+    assert config_list(command) == ["train.yaml", "profile_cpu.yaml", "evaluate.yaml"]  # the student alone
+    assert arg(command, "output_dir") == str(run_dir(w, settings.out_dir) / "eval")
+    assert arg(command, "save_masks") == "True"
+
+    paper = settings_for(tmp_path, profile="paper")
+    assert config_list(train_command(w, paper)) == ["train.yaml", "distill.yaml"]
+    with pytest.raises(ValueError, match="unknown profile 'gpu'"):
+        settings_for(tmp_path, profile="gpu")
+
+
+def test_parse_overrides():
+    assert parse_overrides("max_epochs=1, image_size=32,progress=false,lr=1e-3") == {
+        "max_epochs": 1, "image_size": 32, "progress": False, "lr": 1e-3}
+    assert parse_overrides({"a": 1}) == {"a": 1} and parse_overrides(None) == {}
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_overrides("max_epochs")
+
+
+# ------------------------------------------------------------------------------ resumability and failures
+
+
+def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
+    settings = settings_for(tmp_path, threads=1)
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    launcher = FakeLauncher()
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["done"] * 3
+    assert [c[0] for c in launcher.calls] == ["training", "evaluating"] * 3
+    assert {c[2] for c in launcher.calls} == {"1"}  # threads reach the commands' environment
+
+    launcher.calls.clear()
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["skipped"] * 3 and launcher.calls == []
+
+    # interrupted during evaluation: training is not repeated; interrupted during training: it runs again
+    # (the bundle resumes from its newest checkpoint by itself)
+    student_wo, student_w = run_dir(plan[1], settings.out_dir), run_dir(plan[2], settings.out_dir)
+    (student_wo / "eval" / "metrics.csv").unlink()
+    (student_w / "eval" / "metrics.csv").unlink()
+    (student_w / "trained").unlink()
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["skipped", "done", "done"]
+    assert launcher.calls == [("evaluating", student_wo.name, "1"), ("training", student_w.name, "1"),
+                              ("evaluating", student_w.name, "1")]
+
+
+def test_a_failed_run_names_its_log_and_the_others_go_on(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    launcher = FakeLauncher(fail=[("prostate_mri_deeplabv3plus_teacher", "training")])
+    lines = []
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lines.append)
+    teacher, wo, w = outcomes
+    assert teacher.status == "failed"
+    assert teacher.log == run_dir(plan[0], settings.out_dir) / "logs" / "train.log" and teacher.log.is_file()
+    assert "training failed (exit code 1)" in teacher.message
+    assert wo.status == "done"
+    assert w.status == "failed" and w.log == teacher.log and plan[0].key in w.message
+    assert [c[1] for c in launcher.calls].count(w.folder.name) == 0  # the student of a failed teacher never ran
+    assert any(str(teacher.log) in line for line in lines)
+
+    results = collect(plan, settings.out_dir, outcomes)
+    rows = table2_rows(results, ["deeplabv3plus"], ["enet"])
+    assert [row.cells["BIDMC"].text() for row in rows] == ["failed", "0.600", "failed"]
+
+
+def test_an_evaluation_failure_is_reported_with_the_evaluation_log(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    launcher = FakeLauncher(fail=[("prostate_mri_enet_student__wo", "evaluating")])
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert outcomes[1].log.name == "evaluate.log" and (outcomes[1].folder / "trained").is_file()
+
+
+def test_a_teacher_whose_evaluation_failed_still_teaches(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    launcher = FakeLauncher(fail=[("prostate_mri_deeplabv3plus_teacher", "evaluating")])
+    teacher_models = run_dir(plan[0], settings.out_dir) / "models"
+    teacher_models.mkdir(parents=True)
+    (teacher_models / "model.pt").write_bytes(b"weights")  # what the teacher's training would leave
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["failed", "done", "done"]
+    assert ("training", plan[2].name) in [c[:2] for c in launcher.calls]
+
+
+def test_cli_exit_code_and_readme_on_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_runner, "launch_subprocess", FakeLauncher(fail=[("prostate_mri_enet_student__wo", "training")]))
+    monkeypatch.setattr(sys, "argv", ["python -m tools.study", "run"])
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "study"
+    with pytest.raises(SystemExit) as exit_info:
+        cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
+    assert exit_info.value.code == 1
+    readme = (out / "README.md").read_text()
+    assert "| ENet w/o | failed | 0.701 |" in readme
+    assert "runs/BIDMC/seed0/prostate_mri_enet_student__wo/logs/train.log" in readme
+    for name in ("table2.md", "table2.csv", "per_case.csv", "runs.csv", "dice_by_site.png", "invocations.csv"):
+        assert (out / name).is_file(), name
+    assert not (out / "table4.md").exists()
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def fake_study(tmp_path: Path, seeds=(0, 1, 2)):
+    """Finished fake runs: Dice of a run = base(variant) + 0.1 * seed on two cases (+-0.05 around it)."""
+    base = {"teacher": 0.8, "wo": 0.5, "w": 0.6, "ablation": 0.55}
+    plan = make_plan(["BIDMC", "RUNMC"], list(seeds), ["deeplabv3plus"], ["enet"], [("LM",)])
+    for r in plan:
+        d = base[r.variant] + 0.1 * r.seed - (0.2 if r.site == "RUNMC" else 0.0)
+        write_eval(run_dir(r, tmp_path), {"Case00": d - 0.05, "Case02": d + 0.05})
+    return plan
+
+
+def test_mean_and_std_over_seeds_and_the_paper_beside_ours(tmp_path):
+    plan = fake_study(tmp_path)
+    results = collect(plan, tmp_path)
+    rows = table2_rows(results, ["deeplabv3plus"], ["enet"])
+    assert [row.label for row in rows] == ["DeepLabV3+ (teacher)", "ENet w/o", "ENet w/ DeepLabV3+"]
+    assert list(rows[0].cells) == ["RUNMC", "BIDMC"]  # the paper's site order
+    # seeds 0, 1, 2: teacher 0.8, 0.9, 1.0 -> mean 0.9, sample std 0.1
+    assert rows[0].cells["BIDMC"].text() == "0.900 ± 0.100"
+    assert rows[1].cells["RUNMC"].text() == "0.400 ± 0.100"
+    assert rows[2].cells["BIDMC"].mean == pytest.approx(0.7)
+    assert rows[0].paper == {"RUNMC": 0.895, "BIDMC": 0.878}
+    assert rows[2].paper == {"RUNMC": 0.810, "BIDMC": 0.796}
+    text = markdown_table(rows)
+    assert text.splitlines()[0] == "| model | RUNMC (S1) | paper S1 | BIDMC (S5) | paper S5 |"
+    assert "| ENet w/ DeepLabV3+ | 0.500 ± 0.100 | 0.810 | 0.700 ± 0.100 | 0.796 |" in text
+
+    md, csv_path = write_table(rows, tmp_path / "table2.md", "Table 2")
+    with open(csv_path) as f:
+        lines = list(csv.DictReader(f))
+    teacher_bidmc = next(l for l in lines if l["row"] == "teacher/deeplabv3plus" and l["site"] == "BIDMC")
+    assert (teacher_bidmc["n_seeds"], teacher_bidmc["paper_site"], teacher_bidmc["paper"]) == ("3", "S5", "0.878")
+    assert float(teacher_bidmc["mean"]) == pytest.approx(0.9) and float(teacher_bidmc["std"]) == pytest.approx(0.1)
+
+
+def test_single_seed_has_no_std_and_table4_rows(tmp_path):
+    plan = fake_study(tmp_path, seeds=(0,))
+    results = collect(plan, tmp_path)
+    assert table2_rows(results, ["deeplabv3plus"], ["enet"])[1].cells["BIDMC"].text() == "0.500"
+    rows = table4_rows(results, "deeplabv3plus", "enet")
+    assert [row.label for row in rows] == ["Teacher: DeepLabV3+", "Student: ENet", "+LM", "+AAM + KMM + LM"]
+    assert [row.cells["BIDMC"].text() for row in rows] == ["0.800", "0.500", "0.550", "0.600"]
+    assert [row.paper["BIDMC"] for row in rows] == [0.878, 0.701, 0.619, 0.796]
+    assert Cell().text() == "" and Cell([RunResult(plan[0], "not run")]).text() == "not run"
+
+    (gain,) = distillation_gains(table2_rows(results, ["deeplabv3plus"], ["enet"]))
+    assert (gain.student, gain.teacher) == ("ENet", "DeepLabV3+")
+    assert gain.ours["BIDMC"] == pytest.approx((0.5, 0.6)) and gain.ours["RUNMC"] == pytest.approx((0.3, 0.4))
+    assert gain.deltas["BIDMC"] == pytest.approx(0.1)
+    assert gain.paper == {"RUNMC": (0.714, 0.810), "BIDMC": (0.701, 0.796)}
+
+
+def test_per_case_csv(tmp_path):
+    from tools.study.tables import per_case_rows
+
+    plan = fake_study(tmp_path, seeds=(0,))
+    rows = per_case_rows(collect(plan, tmp_path))
+    assert len(rows) == len(plan) * 2
+    row = next(r for r in rows if r["variant"] == "w" and r["site"] == "BIDMC" and r["case"] == "Case02")
+    assert row["dice"] == pytest.approx(0.65) and row["hd95"] == pytest.approx(3.5) and row["asd"] == pytest.approx(0.7)
+    assert row["teacher"] == "deeplabv3plus" and row["modules"] == "AAM+KMM+LM"
+
+
+def test_the_papers_numbers():
+    # the same cells reported twice in the paper agree as transcribed
+    assert PAPER_TABLE4["all"] == PAPER_TABLE2[("w", "enet", "deeplabv3plus")] == PAPER_TABLE3[next(iter(PAPER_TABLE3))]
+    assert PAPER_TABLE4["none"] == PAPER_TABLE2[("wo", "enet")]
+    assert PAPER_TABLE4["teacher"] == PAPER_TABLE2[("teacher", "deeplabv3plus")]
+    assert [paper_site(s) for s in SITES] == ["S1", "S2", "S3", "S4", "S5", "S6"]
+    text = paper_table2_markdown(["HK", "BMC"])
+    assert text.splitlines()[0] == "| model | S6 (HK) | S2 (BMC) |"
+    assert "| UNet++ (teacher) | 0.871 | 0.893 |" in text and "| ESPNet w/ UNet++ | 0.808 | 0.594 |" in text
+    if PAPER.is_file():  # every transcribed row is a row of the paper's text
+        paper_rows = {tuple(line.rstrip("\t").split("\t")[1:]) for line in PAPER.read_text().splitlines() if "\t" in line}
+        for values in [*PAPER_TABLE2.values(), *PAPER_TABLE3.values(), *PAPER_TABLE4.values()]:
+            assert tuple(f"{v:.3f}" for v in values) in paper_rows, values
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def test_figures(tmp_path):
+    import nibabel as nib
+
+    plan = fake_study(tmp_path / "study", seeds=(0,))
+    data = tmp_path / "data" / "BIDMC"
+    data.mkdir(parents=True)
+    image = np.random.default_rng(0).normal(size=(16, 16, 5)).astype(np.float32)
+    label = np.zeros((16, 16, 5), np.uint8)
+    label[4:9, 4:9, 1:4] = 1
+    label[3:10, 3:10, 3] = 1  # slice 3 has the largest gland area
+    assert largest_slice(label) == 3 and largest_slice(np.zeros((2, 2, 4))) == 2
+    for case in ("Case00", "Case02"):
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(data / f"{case}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(data / f"{case}_Segmentation.nii.gz"))
+    assert label_file_of(str(data / "Case00.nii.gz")) == str(data / "Case00_Segmentation.nii.gz")
+    for r in plan:  # point the fake per-case CSVs at the fake images, save a mask per case
+        folder = run_dir(r, tmp_path / "study")
+        for raw in (folder / "eval").glob("test_*_raw.csv"):
+            raw.write_text(raw.read_text().replace("/data/BIDMC", str(data)))
+        (folder / "eval" / "masks").mkdir()
+        for case in ("Case00", "Case02"):
+            nib.save(nib.Nifti1Image(np.roll(label, 1, axis=0), np.eye(4)), str(folder / "eval" / "masks" / f"{case}_seg.nii.gz"))
+    results = collect(plan, tmp_path / "study")
+    bars = plot_dice_by_site(table2_rows(results, ["deeplabv3plus"], ["enet"]), tmp_path / "bars.png")
+    overlay = plot_overlays(results, tmp_path / "study", "BIDMC", ["deeplabv3plus"], ["enet"], tmp_path / "overlays.png")
+    for path in (bars, overlay):
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_overlays(results, tmp_path / "study", "HK", ["deeplabv3plus"], ["enet"], tmp_path / "none.png") is None
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny(tmp_path):
+    from tools.data.synth import synthesize
+
+    synthesize(tmp_path / "data", cases_per_site=2, size=48, seed=0)
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "tools.study", "run", "--data", str(tmp_path / "data"), "--out", str(out),
+               "--override", "image_size=32,max_epochs=1,val_interval=1,num_samples=2,lr_step_size=10",
+               "--progress", "False"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert "| ENet w/ DeepLabV3+ |" in result.stdout  # the table is printed at the end
+    with open(out / "table2.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert [c["status"] for c in cells] == ["done"] * 3
+    assert all(0.0 <= float(c["mean"]) <= 1.0 for c in cells)
+    with open(out / "per_case.csv") as f:
+        per_case = list(csv.DictReader(f))
+    assert len(per_case) == 3 * 2 and {r["case"] for r in per_case} == {"Case00", "Case02"}
+    w = run_dir(Run("BIDMC", 0, "enet", "deeplabv3plus", ALL), out)
+    assert "distill_checkpoint_epoch=1.pt" in os.listdir(w / "models")  # trained through distill.yaml
+    assert sorted(os.listdir(w / "eval" / "masks")) == ["Case00_seg.nii.gz", "Case02_seg.nii.gz"]
+    assert (out / "overlays_BIDMC.png").is_file() and (out / "dice_by_site.png").is_file()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=300)
+    assert rerun.returncode == 0 and rerun.stdout.count(": skipped") == 3, rerun.stdout[-3000:]
