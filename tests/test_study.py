@@ -293,15 +293,43 @@ def test_cli_exit_code_and_readme_on_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["python -m tools.study", "run"])
     (tmp_path / "data").mkdir()
     out = tmp_path / "study"
+    out.mkdir()
+    committed = {"README.md": "committed report\n", "table2.md": "committed table\n", "table4.md": "committed t4\n"}
+    for name, text in committed.items():
+        (out / name).write_text(text)
     with pytest.raises(SystemExit) as exit_info:
         cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
     assert exit_info.value.code == 1
-    readme = (out / "README.md").read_text()
+    for name, text in committed.items():  # a call with a failed run leaves the folder's report untouched
+        assert (out / name).read_text() == text, name
+    assert not (out / "runs.csv").exists() and not (out / ".report.partial").exists()
+    report = out / "report_of_failed_call"
+    readme = (report / "README.md").read_text()
     assert "| ENet w/o | failed | 0.701 |" in readme
     assert "runs/BIDMC/seed0/prostate_mri_enet_student__wo/logs/train.log" in readme
     for name in ("table2.md", "table2.csv", "per_case.csv", "runs.csv", "dice_by_site.png", "invocations.csv"):
-        assert (out / name).is_file(), name
-    assert not (out / "table4.md").exists()
+        assert (report / name).is_file(), name
+    assert not (report / "table4.md").exists()
+
+
+def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_runner, "launch_subprocess", FakeLauncher())
+    monkeypatch.setattr(sys, "argv", ["python -m tools.study", "run"])
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "study"
+    (out / "report_of_failed_call").mkdir(parents=True)
+    for name in ("README.md", "table4.md", "table4.csv", "notes.txt"):
+        (out / name).write_text("old\n")
+    cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
+    assert "| ENet w/o | done |" in (out / "README.md").read_text()
+    assert not (out / "table4.md").exists() and not (out / "table4.csv").exists()  # stale: this call had no ablation
+    assert (out / "notes.txt").read_text() == "old\n"  # not a report file: left alone
+    assert (out / "table2.md").is_file() and not (out / ".report.partial").exists()
+    with open(out / "invocations.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
+    cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)  # a rerun keeps the invocation history
+    with open(out / "invocations.csv") as f:
+        assert [r["executed"] for r in csv.DictReader(f)] == ["3", "0"]
 
 
 # ------------------------------------------------------------------------------------------------ tables

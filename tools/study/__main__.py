@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,8 +24,14 @@ import fire
 
 from .dataset import prepare_data
 from .plan import make_plan, resolve_modules, resolve_networks, resolve_seeds, resolve_sites
-from .report import StudyInfo, write_outputs
+from .report import StudyInfo, publish_report, write_outputs
 from .runner import Settings, evaluate_command, execute, parse_overrides, shell_text, train_command
+
+
+STAGING_DIR = ".report.partial"
+"""Where a call writes its report before it replaces the one in the study folder."""
+FAILED_REPORT_DIR = "report_of_failed_call"
+"""Where the report of a call with a failed run goes; the study folder's own report is left untouched."""
 
 
 def _selection(sites, teachers, students, modules, seeds, all_sites):
@@ -54,7 +61,8 @@ def run(
 
     Args:
         profile: ``cpu`` (the bundles' profile_cpu.yaml: 96x96, 20 epochs, teachers at width 0.25) or ``paper``.
-        data: a folder of the six-site collection, or ``synthetic`` (the simulator's sites, made once in ``out/data``).
+        data: a folder of the six-site collection, or ``synthetic`` (the simulator's sites in ``out/data``,
+            synthesized unless the files there are intact; see :mod:`tools.study.dataset`).
         sites: target sites held out in turn (``BIDMC``, ``S5``, ``ISBI``... comma-separated) or ``all``.
         teachers: ``deeplabv3plus``, ``unetpp`` (comma-separated) or ``all``.
         students: ``enet``, ``espnet``, ``erfnet`` (comma-separated) or ``all``.
@@ -68,7 +76,9 @@ def run(
         measure_models: measure Table 1 now (``tools.bench``) instead of copying ``results/models.md``.
         progress: a progress bar over runs.
 
-    Exits with status 1 when any run failed (after writing everything else).
+    The report (tables, figures, README) is written into ``out/.report.partial`` and replaces the one in
+    ``out`` only when every run succeeded; when a run failed, ``out``'s report (e.g. the committed results) is
+    left untouched, this call's report goes to ``out/report_of_failed_call``, and the exit status is 1.
     """
     start = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -86,17 +96,27 @@ def run(
     )
     info.wall_seconds = time.perf_counter() - start
     info.load_end = _load()
-    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models)
+    failed = [o for o in outcomes if o.status == "failed"]
+    staging = out_dir / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models, report_dir=staging)
+    if failed:  # the previous report in out_dir stays as it was; this call's report goes beside it
+        kept = out_dir / FAILED_REPORT_DIR
+        shutil.rmtree(kept, ignore_errors=True)
+        staging.rename(kept)
+        written = {key: kept / Path(path).name for key, path in written.items()}
+    else:
+        written = publish_report(staging, out_dir, written)
     print()
     print(written["table2"].read_text())
     if "table4" in written:
         print(written["table4"].read_text())
-    failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
         print(f"FAILED {o.run.key}: {o.message}; log: {o.log}")
     print(f"study: {len(plan)} run(s), {len(failed)} failed, wall time {time.perf_counter() - start:.0f} s; "
           f"README: {written['readme']}")
     if failed:
+        print(f"study: the report in {out_dir} was left as it was; this call's report is in {out_dir / FAILED_REPORT_DIR}")
         raise SystemExit(1)
 
 

@@ -32,7 +32,7 @@ from .tables import (
     write_table,
 )
 
-__all__ = ["StudyInfo", "git_commit", "write_table1", "write_outputs"]
+__all__ = ["StudyInfo", "git_commit", "write_table1", "write_outputs", "publish_report", "REPORT_PATTERNS"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_TABLE = REPO_ROOT / "results" / "models.md"
@@ -126,13 +126,16 @@ def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outco
 INVOCATION_COLUMNS = ("started", "wall_s", "executed", "skipped", "failed", "load_start", "load_end", "command")
 
 
-def record_invocation(out_dir: Path, info: StudyInfo, outcomes: Sequence[Outcome]) -> List[dict]:
-    """Append this invocation to ``<out_dir>/invocations.csv`` (a rerun that only rewrites the tables keeps the
-    wall time of the call that trained); every invocation so far, oldest first."""
+def record_invocation(out_dir: Path, info: StudyInfo, outcomes: Sequence[Outcome],
+                      previous_dir: Optional[Path] = None) -> List[dict]:
+    """Write ``<out_dir>/invocations.csv``: the rows of ``<previous_dir>/invocations.csv`` (default ``out_dir``)
+    and this invocation (a rerun that only rewrites the tables keeps the wall time of the call that trained);
+    every invocation so far, oldest first."""
     path = Path(out_dir) / "invocations.csv"
+    previous = Path(previous_dir if previous_dir is not None else out_dir) / "invocations.csv"
     rows = []
-    if path.is_file():
-        with open(path, newline="") as handle:
+    if previous.is_file():
+        with open(previous, newline="") as handle:
             rows = list(csv.DictReader(handle))
     counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("done", "skipped", "failed")}
     rows.append({
@@ -178,11 +181,16 @@ def write_outputs(
     settings: Settings,
     info: StudyInfo,
     measure_models: bool = False,
+    report_dir: Optional[Path] = None,
 ) -> Dict[str, Path]:
-    """Write every output of the study into ``settings.out_dir``; returns ``{name: path}``."""
-    out = settings.out_dir
+    """Write every output of the study into ``report_dir`` (default ``settings.out_dir``); returns ``{name: path}``.
+
+    Run folders are read from ``settings.out_dir``; :func:`publish_report` moves a report written elsewhere
+    into the study folder.
+    """
+    out = Path(report_dir) if report_dir is not None else settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    results = collect(plan, out, outcomes)
+    results = collect(plan, settings.out_dir, outcomes)
     by_key = {o.run.key: o for o in outcomes}
     written: Dict[str, Path] = {}
     seeds_note = (
@@ -213,14 +221,38 @@ def write_outputs(
     if figure:
         written["dice_by_site"] = figure
     for site in info.sites:
-        overlay = plot_overlays(results, out, site, info.teachers, info.students, out / f"overlays_{site}.png")
+        overlay = plot_overlays(results, settings.out_dir, site, info.teachers, info.students, out / f"overlays_{site}.png")
         if overlay:
             written[f"overlays_{site}"] = overlay
 
-    invocations = record_invocation(out, info, outcomes)
+    invocations = record_invocation(out, info, outcomes, previous_dir=settings.out_dir)
     written["invocations"] = out / "invocations.csv"
     written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations)
     return written
+
+
+REPORT_PATTERNS = ("README.md", "table*.md", "table*.csv", "per_case.csv", "runs.csv", "invocations.csv",
+                   "dice_by_site.png", "overlays_*.png", "real_case*")
+"""The study's report files at the top of its folder (run folders and data live in ``runs/`` and ``data/``)."""
+
+
+def publish_report(staging: Path, out_dir: Path, written: Mapping[str, Path]) -> Dict[str, Path]:
+    """Move the report written into ``staging`` to ``out_dir``, replacing the previous report there.
+
+    Report files of the previous report that this one does not have (e.g. ``table4.md`` of an earlier
+    ablation) are removed, so that the folder holds one consistent report; other files are left alone. Each
+    file is replaced with :func:`os.replace`. Returns ``written`` with its paths in ``out_dir``.
+    """
+    staging, out_dir = Path(staging), Path(out_dir)
+    new_names = {path.name for path in staging.iterdir() if path.is_file()}
+    for pattern in REPORT_PATTERNS:
+        for old in out_dir.glob(pattern):
+            if old.is_file() and old.name not in new_names:
+                old.unlink()
+    for name in sorted(new_names):
+        os.replace(staging / name, out_dir / name)
+    shutil.rmtree(staging)
+    return {key: out_dir / Path(path).name for key, path in written.items()}
 
 
 def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations) -> Path:
@@ -228,7 +260,7 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     failed = [r for r in runs_rows if r["status"] == "failed"]
     executed = sum(1 for r in runs_rows if r["this_call"] == "done")
     lines = [
-        f"# Study `{out.name}`: relational distillation on unseen prostate MRI sites",
+        f"# Study `{settings.out_dir.name}`: relational distillation on unseen prostate MRI sites",
         "",
         "Produced by:",
         "",

@@ -1,0 +1,37 @@
+# The README's two commands on a fresh machine:
+#   make study   set up .venv, then run the main job (python -m tools.study run -> results/cpu_default/)
+#   make test    set up .venv and .venv-monailabel, then run the tests (pytest -q)
+# Both are idempotent: an environment is installed when it is missing and updated when its requirements
+# change; otherwise it is reused as it is. Extra arguments: make study STUDY_ARGS="--all-sites",
+# make test PYTEST_ARGS="-q tests/test_losses.py".
+PYTHON ?= python3
+VENV := .venv
+MONAILABEL_VENV := .venv-monailabel
+STUDY_ARGS ?=
+PYTEST_ARGS ?= -q
+
+.PHONY: study test setup setup-monailabel
+
+study: $(VENV)/installed.stamp
+	$(VENV)/bin/python -m tools.study run $(STUDY_ARGS)
+
+test: $(VENV)/installed.stamp $(MONAILABEL_VENV)/installed.stamp
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/installed.stamp
+
+setup-monailabel: $(MONAILABEL_VENV)/installed.stamp
+
+# torch first and pinned to the CPU wheel (requirements.txt), then the project itself, editable
+$(VENV)/installed.stamp: requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -r requirements.txt
+	$(VENV)/bin/pip install -e .
+	touch $@
+
+# MONAI Label 0.8.5 needs torch 2.14.1 beside monai 1.6.1: its own environment (tests/test_monailabel.py)
+$(MONAILABEL_VENV)/installed.stamp: requirements-monailabel.txt pyproject.toml
+	test -x $(MONAILABEL_VENV)/bin/python || $(PYTHON) -m venv $(MONAILABEL_VENV)
+	$(MONAILABEL_VENV)/bin/pip install -r requirements-monailabel.txt
+	$(MONAILABEL_VENV)/bin/pip install --no-deps -e .
+	touch $@

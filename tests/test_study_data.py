@@ -1,0 +1,121 @@
+"""The study's simulated data (issue 8): synthesized whenever the files are not actually there.
+
+The first test is the bug a new user met: a marker committed without the volumes it describes made the
+study skip synthesis on a fresh clone. It clones this repository (its committed HEAD) and runs the study's
+data preparation there, as ``python -m tools.study run`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tools.study import dataset
+from tools.study.dataset import MARKER, prepare_data, synthetic_data_problem
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"cases_per_site": 1, "size": 32, "seed": 0}
+
+
+def test_a_fresh_clone_synthesizes_the_sites(tmp_path):
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True, timeout=120)
+    script = textwrap.dedent("""
+        from pathlib import Path
+        import tools.study.dataset
+        assert Path(tools.study.dataset.__file__).resolve().is_relative_to(Path.cwd().resolve()), tools.study.dataset.__file__
+        tools.study.dataset.prepare_data("synthetic", Path("results/cpu_default"))  # what `tools.study run` calls
+    """)
+    env = dict(os.environ, PYTHONPATH=str(clone))
+
+    def prepare():
+        result = subprocess.run([sys.executable, "-c", script], cwd=clone, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    first = prepare()
+    assert "synthesizing the six simulated sites" in first
+    data = clone / "results" / "cpu_default" / "data"
+    sites = sorted(p.name for p in data.iterdir() if p.is_dir())
+    assert sites == ["BIDMC", "HK", "I2CVB", "ISBI", "ISBI_1.5", "UCL"]
+    cases = dataset.SYNTHETIC["cases_per_site"]
+    for site in sites:
+        assert len(list((data / site).glob("Case*.nii.gz"))) == 2 * cases, site  # images and masks
+    assert synthetic_data_problem(data) is None
+    assert "synthesizing" not in prepare()  # intact now: reused
+
+
+@pytest.fixture
+def small_synthetic(monkeypatch):
+    monkeypatch.setattr(dataset, "SYNTHETIC", dict(SMALL))
+    return SMALL
+
+
+def _prepare(out: Path, capsys) -> str:
+    folder, description = prepare_data("synthetic", out)
+    assert folder == (out / "data").resolve() and "simulator's six sites" in description
+    return capsys.readouterr().out
+
+
+def test_reused_only_while_every_file_is_intact(tmp_path, capsys, small_synthetic):
+    out = tmp_path / "study"
+    assert "synthesizing" in _prepare(out, capsys)
+    data = out / "data"
+    record = json.loads((data / MARKER).read_text())
+    assert record["arguments"] == SMALL and len(record["files"]) == 6 * 2
+    assert synthetic_data_problem(data) is None
+    assert "synthesizing" not in _prepare(out, capsys)
+
+    image = sorted(data.glob("BIDMC/Case*.nii.gz"))[0]
+    image.unlink()
+    assert "missing" in synthetic_data_problem(data)
+    assert "1 of 12 recorded files are missing" in _prepare(out, capsys)
+    assert image.is_file() and synthetic_data_problem(data) is None
+
+    image.write_bytes(image.read_bytes()[:-10])
+    assert "differ from what was written" in _prepare(out, capsys)
+    (data / "HK" / "Case99.nii.gz").write_bytes(b"x")
+    assert "not written by the simulator" in _prepare(out, capsys)
+    assert not (data / "HK" / "Case99.nii.gz").exists()  # the old folder was replaced whole
+
+
+def test_a_marker_without_its_data_synthesizes(tmp_path, capsys, small_synthetic):
+    data = tmp_path / "study" / "data"
+    data.mkdir(parents=True)
+    (data / MARKER).write_text(json.dumps(SMALL) + "\n")  # the marker the repository once committed
+    assert "synthesizing" in _prepare(tmp_path / "study", capsys)
+    assert synthetic_data_problem(data) is None
+
+
+def test_a_changed_simulator_synthesizes_and_drops_stale_runs(tmp_path, capsys, small_synthetic, monkeypatch):
+    out = tmp_path / "study"
+    _prepare(out, capsys)
+    stale = out / "runs" / "BIDMC" / "seed0" / "model"
+    stale.mkdir(parents=True)
+    monkeypatch.setattr(dataset, "simulator_fingerprint", lambda: "another simulator")
+    assert synthetic_data_problem(out / "data") == "the simulator's code changed since the data was written"
+    printed = _prepare(out, capsys)
+    assert "simulator's code changed" in printed and "removing" in printed
+    assert not (out / "runs").exists() and synthetic_data_problem(out / "data") is None
+
+
+def test_simulator_fingerprint_covers_the_simulator_sources():
+    fingerprint = dataset.simulator_fingerprint()
+    assert len(fingerprint) == 64 and fingerprint == dataset.simulator_fingerprint()
+    sources = Path(dataset.__file__).resolve().parents[1] / "data"
+    assert (sources / "synth.py").is_file() and (sources / "synthesis").is_dir()
+
+
+def test_a_missing_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        prepare_data(str(tmp_path / "nowhere"), tmp_path / "study")
