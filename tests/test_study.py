@@ -321,7 +321,8 @@ def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
     for name in ("README.md", "table4.md", "table4.csv", "notes.txt"):
         (out / name).write_text("old\n")
     cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
-    assert "| ENet w/o | done |" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# Study `study`") and "| done |" in readme
     assert not (out / "table4.md").exists() and not (out / "table4.csv").exists()  # stale: this call had no ablation
     assert (out / "notes.txt").read_text() == "old\n"  # not a report file: left alone
     assert (out / "table2.md").is_file() and not (out / ".report.partial").exists()
