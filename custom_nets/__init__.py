@@ -11,6 +11,7 @@ from .enet import ENet
 from .erfnet import ERFNet
 from .espnet import ESPNet
 from .nested_unet import NestedUNet
+from .onnx_runtime import OnnxRuntimeNetwork
 
 # name -> (class, role), students first in ascending size, as in the paper's Table 1
 NETWORKS = {
