@@ -355,6 +355,7 @@ def test_bundle_layout(bundle):
             "train.yaml",
             "evaluate.yaml",
             "inference.yaml",
+            "inference_onnx.yaml",
             "multi_gpu_train.yaml",
             "logging.conf",
             "profile_cpu.yaml",
@@ -365,7 +366,7 @@ def test_bundle_layout(bundle):
     missing = [name for name in required if not (root / name).is_file()]
     assert not missing, f"{root} lacks {missing}"
     readme = (root / "docs" / "README.md").read_text()
-    for command in ("run training", "run evaluating", "inference.yaml", "ckpt_export"):
+    for command in ("run training", "run evaluating", "inference.yaml", "ckpt_export", "onnx_export", "inference_onnx.yaml"):
         assert command in readme, f"{root}/docs/README.md does not give the command with {command!r}"
     if bundle in STUDENTS:
         assert "distill.yaml" in readme, f"{root}/docs/README.md does not give the distillation command"
@@ -492,11 +493,13 @@ def _normalised(path: Path, bundle: str) -> str:
         ("evaluate.yaml", BUNDLES),
         ("multi_gpu_train.yaml", BUNDLES),
         ("logging.conf", BUNDLES),
+        ("inference_onnx.yaml", BUNDLES),
         ("distill.yaml", STUDENTS),
     ],
 )
 def test_overlay_configs_are_identical_copies(name, bundles):
-    """evaluate / multi_gpu_train / logging (all five) and distill (students) differ only by the bundle name."""
+    """evaluate / multi_gpu_train / logging / inference_onnx (all five) and distill (students) differ only by the
+    bundle name."""
     texts = {bundle: _normalised(configs(bundle) / name, bundle) for bundle in bundles}
     first = bundles[0]
     for bundle in bundles[1:]:
