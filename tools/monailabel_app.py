@@ -404,7 +404,11 @@ def cli_infer(
 def main() -> None:
     import fire
 
-    fire.Fire({"prepare": cli_prepare, "serve": cli_serve, "infer": cli_infer, "check": check_bundle})
+    from tools.cli import one_line_errors
+
+    fire.Fire({name: one_line_errors(command) for name, command in
+               {"prepare": cli_prepare, "serve": cli_serve, "infer": cli_infer, "check": check_bundle}.items()},
+              name="tools.monailabel_app")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import sys
 
 import fire
 
+from tools.cli import one_line_errors
+
 
 def _names(value) -> list:
     if value is None:
@@ -162,4 +164,5 @@ def distill(
 
 
 if __name__ == "__main__":
-    fire.Fire({"models": models, "inference": inference, "distill": distill})
+    fire.Fire({name: one_line_errors(command) for name, command in
+               {"models": models, "inference": inference, "distill": distill}.items()}, name="tools.bench")

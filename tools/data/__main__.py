@@ -14,36 +14,20 @@ exit code 1 and no output file; outputs are written to a temporary file and then
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
-from typing import Callable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import fire
+
+from tools.cli import one_line_errors
 
 from .datalist import build_index, datalist_filename, load_index, make_all_splits, make_split
 from .io import DatasetError, write_json
 from .verify import AFFINE_ATOL, scan_dataset, summary_line
 
 
-def _command(fn: Callable) -> Callable:
-    """Run a command; turn dataset errors into lines on stderr and exit code 1 instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            fn(*args, **kwargs)
-        except ValueError as err:  # DatasetError and argument errors
-            problems = err.problems if isinstance(err, DatasetError) else [f"error: {err}"]
-            for line in problems:
-                print(line, file=sys.stderr)
-            sys.exit(1)
-        except OSError as err:
-            where = err.filename if err.filename is not None else "error"
-            print(f"{where}: {err.strerror or err}", file=sys.stderr)
-            sys.exit(1)
-
-    return wrapper
+_command = one_line_errors
+"""Dataset errors become lines on stderr (each naming a file) and exit code 1 instead of a traceback."""
 
 
 def _path(value, name: str) -> str:

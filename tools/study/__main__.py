@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 import fire
 
+from tools.cli import one_line_errors
+
 from .dataset import prepare_data
 from .plan import make_plan, resolve_modules, resolve_networks, resolve_seeds, resolve_sites
 from .report import StudyInfo, publish_report, write_outputs
@@ -151,7 +153,7 @@ def _load():
 
 
 def main() -> None:
-    fire.Fire({"run": run, "plan": plan})
+    fire.Fire({"run": one_line_errors(run), "plan": one_line_errors(plan)}, name="tools.study")
 
 
 if __name__ == "__main__":
