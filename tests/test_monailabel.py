@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -196,3 +197,37 @@ def test_monailabel_serves_student_bundle(student, tmp_path):
         assert result.shape == image.shape == expected.shape, case_id
         np.testing.assert_allclose(result.affine, image.affine, atol=1e-5, err_msg=case_id)
         np.testing.assert_array_equal(np.asarray(result.dataobj), expected_mask, err_msg=case_id)
+
+
+def test_use_strict_inference_patches_one_import(tmp_path):
+    main_py = tmp_path / "main.py"
+    main_py.write_text(f"import os\n{mla.SAMPLE_INFER_IMPORT}\nx = BundleInferTask\n")
+    mla.use_strict_inference(main_py)
+    mla.use_strict_inference(main_py)  # idempotent
+    assert main_py.read_text() == f"import os\n{mla.STRICT_INFER_IMPORT}\nx = BundleInferTask\n"
+    other = tmp_path / "other.py"
+    other.write_text("print('another app')\n")
+    with pytest.raises(ValueError, match="other.py: expected one line"):
+        mla.use_strict_inference(other)
+
+
+def test_a_wrong_checkpoint_fails_the_request_naming_the_file(student_copy, tmp_path):
+    """A checkpoint of another width: MONAI Label alone would warn and serve partly random weights."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(student_copy / "configs" / "inference.yaml")
+    parser["network_width"] = 0.5
+    wrong = student_copy / "models" / "model.pt"
+    torch.save(parser.get_parsed_content("network_def", instantiate=True).state_dict(), wrong)
+    cases = synthetic_cases(tmp_path / "cases")
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy2(cases["case0"], studies / "case0.nii.gz")
+    app = tmp_path / "app"
+    served = mla.prepare_app(student_copy, app)
+    assert mla.STRICT_INFER_IMPORT in (app / "main.py").read_text()
+    checkpoint = str(served / "models" / "model.pt")
+    reason = f"(?s)exited with code.*{re.escape(checkpoint)}: .*shape"  # the server refuses to start, saying why
+    with pytest.raises(RuntimeError, match=reason):
+        mla.start_server(app, studies, models=BUNDLE.name, timeout=240)

@@ -127,6 +127,23 @@ def check_bundle(bundle: str | os.PathLike) -> dict[str, Any]:
     }
 
 
+SAMPLE_INFER_IMPORT = "from monailabel.tasks.infer.bundle import BundleInferTask"
+STRICT_INFER_IMPORT = "from tools.monailabel_tasks import StrictBundleInferTask as BundleInferTask"
+
+
+def use_strict_inference(main_py: str | os.PathLike) -> None:
+    """Make the monaibundle app's ``main.py`` build :class:`tools.monailabel_tasks.StrictBundleInferTask` where
+    it builds MONAI Label's ``BundleInferTask`` (one import line; idempotent). A wrong checkpoint then fails the
+    request naming the file, instead of a warning and random weights."""
+    path = Path(main_py)
+    text = path.read_text()
+    if STRICT_INFER_IMPORT in text:
+        return
+    if text.count(SAMPLE_INFER_IMPORT) != 1:
+        raise ValueError(f"{path}: expected one line {SAMPLE_INFER_IMPORT!r} (another MONAI Label version?)")
+    path.write_text(text.replace(SAMPLE_INFER_IMPORT, STRICT_INFER_IMPORT))
+
+
 def prepare_app(
     bundle: str | os.PathLike,
     app_dir: str | os.PathLike,
@@ -136,14 +153,15 @@ def prepare_app(
     """Copy the monaibundle sample app to ``app_dir`` and the bundle to ``app_dir/model/<name>``.
 
     ``name`` defaults to the bundle folder's name. The sample app is copied only when
-    ``app_dir/main.py`` does not exist yet; an existing ``model/<name>`` is replaced. Returns the
-    bundle's new folder.
+    ``app_dir/main.py`` does not exist yet; an existing ``model/<name>`` is replaced. The app's inference
+    loads weights strictly (:func:`use_strict_inference`). Returns the bundle's new folder.
     """
     bundle, app_dir = Path(bundle).resolve(), Path(app_dir)
     check_bundle(bundle)
     name = name or bundle.name
     if not (app_dir / "main.py").exists():
         shutil.copytree(sample_app_dir(venv), app_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    use_strict_inference(app_dir / "main.py")
     target = app_dir / "model" / name
     if target.exists():
         shutil.rmtree(target)
