@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["BUNDLES_DIR", "DEFAULT_DATASET_DIR", "bundle_dir", "latest_checkpoint", "loso_datalist", "inference_datalist", "load_teacher"]
+__all__ = ["BUNDLES_DIR", "DEFAULT_DATASET_DIR", "bundle_dir", "latest_checkpoint", "loso_datalist", "inference_datalist", "InferenceDatalist",
+           "exit_if_inputs_failed", "load_teacher"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -62,18 +63,61 @@ def loso_datalist(
     return split
 
 
-def inference_datalist(input_path: str) -> list:
-    """``[{"image": path}, ...]`` for one volume file or every volume file (NIfTI, MetaImage, NRRD) in a folder."""
-    path = Path(input_path)
-    if path.is_file():
+class InferenceDatalist(list):
+    """``[{"image": path}, ...]`` of the inputs fit for inference; ``failed`` holds one line per refused file."""
+
+    def __init__(self, entries, failed=()):
+        super().__init__(entries)
+        self.failed = list(failed)
+
+
+def inference_datalist(input_path: str, check: bool = True) -> InferenceDatalist:
+    """The volumes to segment: one file, or every volume file (NIfTI, MetaImage, NRRD) in a folder.
+
+    With ``check``, each file is read and checked first (:func:`tools.data.verify.check_inference_image`:
+    readable, 3D, finite, not constant). Refused files are listed in ``failed`` and the others segmented; when
+    no file is fit, the problems are printed to stderr and the process exits with status 1 before any model is
+    built or mask written. :func:`exit_if_inputs_failed` ends a run that segmented the good files with status 1.
+    """
+    path = Path(input_path) if input_path else None
+    if path is not None and path.is_file():
         files = [path]
-    elif path.is_dir():
+    elif path is not None and path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
         if not files:
-            raise FileNotFoundError(f"no volume files ({', '.join(VOLUME_SUFFIXES)}) in {path}")
+            _exit_with([f"{path}: no volume files ({', '.join(VOLUME_SUFFIXES)})"])
     else:
-        raise FileNotFoundError(f"input not found: {path}")
-    return [{"image": str(p.resolve())} for p in files]
+        _exit_with([f"{input_path}: input not found (give --input FILE_OR_FOLDER)"])
+    failed = []
+    if check:
+        from tools.data.verify import check_inference_image
+
+        kept = []
+        for file in files:
+            problems = check_inference_image(file)
+            if problems:
+                failed.extend(problems)
+            else:
+                kept.append(file)
+        if not kept:
+            _exit_with(failed)
+        files = kept
+    return InferenceDatalist([{"image": str(p.resolve())} for p in files], failed)
+
+
+def _exit_with(lines) -> None:
+    import sys
+
+    for line in lines:
+        print(line, file=sys.stderr)
+    raise SystemExit(1)
+
+
+def exit_if_inputs_failed(datalist: list) -> None:
+    """After a folder run: list the refused files of an :class:`InferenceDatalist` and exit with status 1."""
+    failed = getattr(datalist, "failed", [])
+    if failed:
+        _exit_with([f"{len(failed)} input problem(s); the other files were segmented:", *failed])
 
 
 def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: str = "cpu", width: Optional[float] = None):

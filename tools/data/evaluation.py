@@ -41,6 +41,7 @@ from monai.transforms import (
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from tools.data.quality import CountComponentsd, MaskQualityReportd
 from tools.data.transforms import in_plane_size, preprocessing_transforms
 
 __all__ = [
@@ -118,6 +119,7 @@ def evaluation_postprocessing(
     output_dir: str | None = None,
     output_postfix: str = "seg",
     separate_folder: bool = False,
+    quality_report: bool = True,
 ) -> Compose:
     """Logits ``(classes, H, W, Z)`` -> label map ``(1, X, Y, Z)`` in the geometry of the input file.
 
@@ -138,7 +140,11 @@ def evaluation_postprocessing(
         output_dir: folder for the saved masks, or None to save nothing.
         output_postfix: suffix of the saved file names.
         separate_folder: save each case in its own sub-folder.
+        quality_report: with ``output_dir``, write :func:`tools.data.quality.mask_quality` of each mask beside it
+            as ``<name>_<output_postfix>.json`` (volume in mL, components, border contact, slices with several
+            components, and an ``implausible`` flag with its reasons).
     """
+    report = quality_report and output_dir is not None and not separate_folder
     if invert_probabilities:
         transforms: list = [
             Activationsd(keys=pred_key, softmax=True),
@@ -151,6 +157,8 @@ def evaluation_postprocessing(
             AsDiscreted(keys=pred_key, argmax=True),
             Invertd(keys=pred_key, transform=preprocessing, orig_keys=image_key, nearest_interp=True),
         ]
+    if report:
+        transforms.append(CountComponentsd(keys=pred_key))
     if keep_largest_component:
         transforms.append(
             KeepLargestConnectedComponentd(
@@ -169,6 +177,8 @@ def evaluation_postprocessing(
                 print_log=False,
             )
         )
+    if report:
+        transforms.append(MaskQualityReportd(keys=pred_key, output_dir=output_dir, output_postfix=output_postfix))
     return Compose(transforms)
 
 

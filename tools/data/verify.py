@@ -29,7 +29,7 @@ import numpy as np
 from .io import DatasetError, PathLike, Volume, read_volume
 from .layout import SITES, CaseFiles, DatasetLayout, discover, site_display_name
 
-__all__ = ["AFFINE_ATOL", "LABEL_VALUES", "check_case", "scan_dataset", "verify_dataset", "summary_line"]
+__all__ = ["AFFINE_ATOL", "LABEL_VALUES", "check_case", "check_inference_image", "scan_dataset", "verify_dataset", "summary_line"]
 
 AFFINE_ATOL = 1e-3
 """Largest allowed difference (mm) between any two entries of an image's and its mask's affines."""
@@ -159,3 +159,28 @@ def summary_line(records: Sequence[Dict]) -> str:
         counts[record["site"]] = counts.get(record["site"], 0) + 1
     parts = ", ".join(f"{site_display_name(s)} {counts[s]}" for s in SITES if s in counts)
     return f"{len(counts)} sites, {len(records)} cases: {parts}"
+
+
+def check_inference_image(path: PathLike) -> List[str]:
+    """Problems that make ``path`` unfit for inference, one line each naming the file; ``[]`` when it is fit.
+
+    The file must read as a 3D volume (:func:`tools.data.io.read_volume`: missing, unknown format, unreadable
+    or truncated files and non-3D arrays are refused from the header or the read), hold at least one voxel,
+    have only finite values, and not be constant (nothing to segment; z-scoring it divides by zero).
+    """
+    problems: List[str] = []
+    volume = _read(Path(path), problems)
+    if volume is None:
+        return problems
+    array = volume.array
+    if array.size == 0:
+        return [f"{volume.path}: empty volume (shape {tuple(array.shape)})"]
+    if array.dtype.kind in "fc":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            problems.append(f"{volume.path}: {bad} of {array.size} voxels are NaN or inf")
+            return problems
+    if float(np.min(array)) == float(np.max(array)):
+        problems.append(f"{volume.path}: constant volume (every voxel is {float(np.min(array)):g}): nothing to segment")
+    return problems
+
