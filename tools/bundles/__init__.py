@@ -11,7 +11,7 @@ from typing import Optional
 __all__ = ["BUNDLES_DIR", "DEFAULT_DATASET_DIR", "bundle_dir", "latest_checkpoint", "loso_datalist", "inference_datalist", "InferenceDatalist",
            "exit_if_inputs_failed", "load_teacher"]
 
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def bundle_dir(name: str) -> str:
