@@ -15,14 +15,19 @@ BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def bundle_dir(name: str) -> str:
-    """Absolute path of ``bundles/<name>`` in this checkout, so that configs run from any working directory.
+    """Absolute path of the bundle ``name``, so that configs run from any working directory.
 
-    A copy of a bundle elsewhere (MONAI Label's model folder, the Model Zoo) passes ``--bundle_root`` instead.
+    In this checkout: ``bundles/<name>``. In a package of ``python -m tools.bundles package`` (this module
+    vendored as ``<bundle>/scripts/tools/bundles/__init__.py``): that bundle's own folder. A copy elsewhere
+    (MONAI Label's model folder) passes ``--bundle_root``.
     """
     path = BUNDLES_DIR / name
-    if not (path / "configs").is_dir():
-        raise FileNotFoundError(f"bundle {name!r} not found at {path}; pass --bundle_root <the bundle's folder>.")
-    return str(path)
+    if (path / "configs").is_dir():
+        return str(path)
+    packaged = Path(__file__).resolve().parents[3]
+    if (packaged / "configs").is_dir() and (packaged / "scripts" / "tools").is_dir():
+        return str(packaged)
+    raise FileNotFoundError(f"bundle {name!r} not found at {path}; pass --bundle_root <the bundle's folder>.")
 
 
 def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> Optional[str]:
