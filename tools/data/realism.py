@@ -91,8 +91,11 @@ def load_lps(image_path: PathLike, label_path: PathLike) -> Tuple[np.ndarray, np
     Raises:
         ValueError: when the files differ in shape or are not 3D, naming the files.
     """
-    img = nib.load(str(image_path))
-    lab = nib.load(str(label_path))
+    try:
+        img = nib.load(str(image_path))
+        lab = nib.load(str(label_path))
+    except nib.filebasedimages.ImageFileError as err:
+        raise ValueError(f"{image_path} / {label_path}: not a readable NIfTI pair ({err})") from None
     if len(img.shape) != 3 or img.shape != lab.shape:
         raise ValueError(f"{image_path}: image shape {img.shape} and mask shape {lab.shape} ({label_path}) "
                          "must be equal and 3D.")
