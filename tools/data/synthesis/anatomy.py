@@ -78,8 +78,8 @@ def sample_t2_levels(rng: np.random.Generator, fat_level: Tuple[float, float]) -
         mucosa=_u(rng, 0.4, 0.6),
         stool=_u(rng, 0.25, 0.5),
         gel=_u(rng, 0.8, 1.0),
-        peripheral_zone=_u(rng, 0.5, 0.85),
-        central_gland=_u(rng, 0.28, 0.42),
+        peripheral_zone=_u(rng, 0.6, 0.9),
+        central_gland=_u(rng, 0.38, 0.52),
         nodule_contrast=_u(rng, 0.06, 0.16),
         stroma=_u(rng, 0.12, 0.2),
         capsule=_u(rng, 0.1, 0.18),
@@ -235,7 +235,7 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
         bladder_center=bladder_center, bladder_semi=bladder_semi, bladder_wall=_u(rng, 2.0, 3.5),
         sv_center=sv_center, sv_semi=sv_semi, sv_elevation_deg=_u(rng, 15.0, 35.0),
         cavity_center_y=cavity_center_y, cavity_semi=cavity_semi,
-        levator_thickness=_u(rng, 4.0, 7.0), levator_gap=_u(rng, 3.0, 7.0),
+        levator_thickness=_u(rng, 4.0, 7.0), levator_gap=_u(rng, 1.0, 3.0),
         bone_wall_x=bone_wall_x, pubis_z=pubis_z, pubic_sector=_u(rng, 0.8, 0.9),
         lateral_sector=(-_u(rng, 0.55, 0.7), _u(rng, 0.2, 0.45)), wall_radius=wall_radius,
         cortex=_u(rng, 1.5, 2.5), femoral_head=femoral_head,
@@ -311,7 +311,7 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     d_cleft = np.abs(x) - f32(0.6) - f32(0.12) * np.maximum(y - f32(cleft_top), 0.0)
     d_cleft = np.where(y > f32(cleft_top), d_cleft, f32(50.0))
     d_body = np.maximum(d_body, -d_cleft)
-    fat_texture = f32(levels.fat) * (1.0 + f32(0.05) * fine + f32(0.06) * mid)
+    fat_texture = f32(levels.fat) * (1.0 + f32(0.1) * fine + f32(0.06) * mid)
     signal = fraction_inside(d_body, width) * fat_texture
     inner = (bx_semi - a.subcutaneous_fat, by_semi - a.subcutaneous_fat)
     d_muscle = ellipsoid_distance((xo, yo), (0.0, by), inner) + f32(6.0) * body_noise
@@ -436,8 +436,14 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
     d_lev = ellipsoid_distance((x, y), (a.rectum_x, lev_center), lev_semi)
     lev = fraction_inside(d_lev, width) - fraction_inside(d_lev + f32(a.levator_thickness), width)
     lev *= fraction_inside(lev_center - 0.2 * lev_semi[1] - y, width) * fraction_inside(z - f32(0.5 * a.height), 4.0)
-    blend(signal, lev, levels.muscle * 0.9)
-    del d_lev, lev
+    # its lateral part follows the gland's side at ``levator_gap`` (the lateral pelvic fascia and the
+    # neurovascular bundle between them), from the front third of the gland backwards, below 0.7 height
+    hug = (fraction_inside(d_prostate - f32(a.levator_gap + a.levator_thickness), width)
+           - fraction_inside(d_prostate - f32(a.levator_gap), width))
+    hug *= np.clip((np.abs(xp) * f32(1.0 / a.lateral) - f32(0.45)) * f32(4.0), 0.0, 1.0)
+    hug *= fraction_inside(f32(-0.4 * a.anterior) - y, width) * fraction_inside(z - f32(0.7 * a.height), 4.0)
+    blend(signal, np.maximum(lev, hug), levels.muscle * (1.0 + f32(0.15) * mid))
+    del d_lev, lev, hug
 
     # ---- bladder, its wall wrapping the prostate base
     d_bladder = ellipsoid_distance((x, y, z), a.bladder_center, a.bladder_semi)
@@ -488,7 +494,7 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
 
     # ---- periprostatic venous plexus: bright tortuous vessels in a 7 mm shell
     shell = fraction_inside(d_prostate - f32(7.0), width) - fraction_inside(d_prostate, width)
-    veins = shell * np.clip((mid - f32(0.5)) * f32(2.0), 0.0, 1.0) * fraction_inside(y - f32(0.6 * a.posterior), width)
+    veins = shell * np.clip((mid - f32(1.0)) * f32(2.0), 0.0, 1.0) * fraction_inside(y - f32(0.6 * a.posterior), width)
     blend(signal, veins, levels.vein)
     del shell, veins
 
@@ -499,8 +505,8 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
                    + ((w - f32(a.cg_center[1])) / f32(cw)) ** 2) * (1.0 + f32(0.5 * a.outline_noise) * outline_field)
     stroma = fraction_inside((v + f32(0.78)) * f32(a.anterior), width)
     central = np.maximum(fraction_inside((r_cg - 1.0) * f32(cv * a.posterior), width), stroma) * prostate
-    pz_signal = f32(levels.peripheral_zone) * (1.0 + f32(0.1) * fine) * (1.0 - f32(0.15) * np.clip(mid, 0.0, 2.0))
-    cg_signal = f32(levels.central_gland) + f32(levels.nodule_contrast) * np.tanh(f32(1.6) * mid) + f32(0.04) * fine
+    pz_signal = f32(levels.peripheral_zone) * (1.0 + f32(0.18) * fine) * (1.0 - f32(0.15) * np.clip(mid, 0.0, 2.0))
+    cg_signal = f32(levels.central_gland) + f32(levels.nodule_contrast) * np.tanh(f32(1.6) * mid) + f32(0.08) * fine
     cg_signal = cg_signal * (1.0 - stroma) + stroma * f32(levels.stroma)
     gland = pz_signal * (prostate - central) + cg_signal * central
     capsule = prostate - fraction_inside(d_prostate + f32(1.2), width)
