@@ -7,6 +7,7 @@ import pytest
 from tools.data.realism import (
     CaseStats,
     bias_profile,
+    far_field_ratio,
     coil_gradient,
     gland_contrast,
     histogram_quantiles,
@@ -209,3 +210,23 @@ def test_cli_bad_input_is_one_line(tmp_path, real_case_dir):
         lines = stderr_lines(result)
         assert result.returncode == 1 and len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert not (tmp_path / "a.md").exists()
+
+
+def test_far_field_ratio_of_two_levels():
+    spacing = (1.0, 1.0, 2.0)
+    shape = (200, 200, 6)
+    mask = np.zeros(shape, bool)
+    mask[95:106, 95:106, 2:4] = True  # centre (100, 100)
+    volume = np.full(shape, 10.0)
+    x, y = np.meshgrid(np.arange(200) - 100.0, np.arange(200) - 100.0, indexing="ij")
+    volume[(np.sqrt(x**2 + y**2) >= 50.0)[:, :, None].repeat(6, axis=2)] = 3.0
+    assert far_field_ratio(volume, mask, spacing) == pytest.approx(0.3)
+    small = np.zeros((40, 40, 6), bool)
+    small[15:25, 15:25, 2:4] = True
+    assert np.isnan(far_field_ratio(np.ones((40, 40, 6)) + small, small, spacing))  # the ring is outside the FOV
+
+
+def test_nearest_case_skips_missing_features():
+    real = _stats(a=0.0, b=0.0)
+    sims = [_stats(a=5.0, b=0.0), _stats(a=0.0, b=float("nan")), _stats(a=1.0, b=1.0)]
+    assert nearest_case(real, sims, features=("a", "b")) == 1

@@ -17,6 +17,8 @@ its whole-gland mask, in patient LPS orientation (axis 0 to the left, axis 1 pos
   anterior-posterior line through the gland centre (mean over a +-10 mm band in x) on the slice of
   largest gland area; summarised by its posterior peak (0 to 50 mm behind the gland centre) minus its
   value 40 mm anterior, in units of the volume's std (an endorectal coil makes it large and positive);
+* **surroundings**: the median of the intensities 60-80 mm (in-plane) from the gland centre on the slices
+  through the gland, over the gland's median (muscle, fat and bone that fill a real field of view);
 * **physical extent**: field of view, body width/depth (mm) and the fraction of that slice covered by
   body (smoothed image above 15% of the median of its upper half, holes filled, largest component),
   whether the body is cut by the left and right edges of the field of view, gland extent in mm and volume.
@@ -49,6 +51,7 @@ __all__ = [
     "spectral_slope",
     "bias_profile",
     "body_mask",
+    "far_field_ratio",
     "physical_extent",
     "measure_case",
     "nearest_case",
@@ -60,7 +63,7 @@ PathLike = Union[str, os.PathLike]
 SPECTRUM_BAND = (0.03, 0.15)  # cycles/mm
 QUANTILE_GRID = np.linspace(0.005, 0.995, 199)
 NEAREST_FEATURES = ("q01", "q50", "q99", "skewness", "contrast", "spectral_slope", "coil_gradient",
-                    "body_fraction", "fov_mm")
+                    "far_field_ratio", "body_fraction", "fov_mm")
 
 
 def _check_volume(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float], where: str) -> None:
@@ -280,6 +283,25 @@ def physical_extent(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[floa
     }
 
 
+def far_field_ratio(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
+                    ring_mm: Tuple[float, float] = (60.0, 80.0)) -> float:
+    """``median(v | ring) / median(v | gland)``; the ring holds the voxels of the slices through the gland at an
+    in-plane distance ``ring_mm[0] <= r < ring_mm[1]`` from the gland's centroid (NaN if the field of view
+    does not reach the ring)."""
+    mask = np.asarray(mask, dtype=bool)
+    _check_volume(volume, mask, spacing, "far_field_ratio")
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))
+    cx, cy, _ = np.argwhere(mask).mean(axis=0)
+    dx = (np.arange(volume.shape[0]) - cx)[:, None] * spacing[0]
+    dy = (np.arange(volume.shape[1]) - cy)[None, :] * spacing[1]
+    r = np.sqrt(dx**2 + dy**2)
+    ring = (r >= ring_mm[0]) & (r < ring_mm[1])
+    if not ring.any():
+        return float("nan")
+    values = volume[:, :, ks][ring]
+    return float(np.median(values) / np.median(volume[mask]))
+
+
 @dataclass
 class CaseStats:
     """Everything measured on one case: scalar statistics plus the curves behind them."""
@@ -308,6 +330,7 @@ def measure_case(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
     stats["spectral_slope"] = spectral_slope(freqs, spectrum)
     offsets, profile = bias_profile(z, mask, spacing)
     stats["coil_gradient"] = coil_gradient(offsets, profile)
+    stats["far_field_ratio"] = far_field_ratio(volume, mask, spacing)
     stats.update(physical_extent(volume, mask, spacing))
     return CaseStats(name=name, stats=stats, quantiles=np.quantile(z.ravel(), QUANTILE_GRID), freqs=freqs,
                      spectrum=spectrum, offsets=offsets, profile=profile)
@@ -315,14 +338,16 @@ def measure_case(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
 
 def nearest_case(real: CaseStats, simulated: Sequence[CaseStats], features: Sequence[str] = NEAREST_FEATURES) -> int:
     """Index of the simulated case nearest to ``real``: Euclidean distance over ``features`` divided by their
-    standard deviation across ``simulated`` (a feature with no spread counts with unit scale)."""
+    standard deviation across ``simulated`` (a feature with no spread counts with unit scale; a feature that is
+    NaN for a case, e.g. a ring beyond its field of view, is left out of that case's sum)."""
     if not simulated:
         raise ValueError("nearest_case: no simulated case.")
     sim = np.array([[c.stats[f] for f in features] for c in simulated], dtype=np.float64)
     ref = np.array([real.stats[f] for f in features], dtype=np.float64)
-    scale = sim.std(axis=0)
-    scale[scale == 0] = 1.0
-    return int(np.argmin(np.sqrt((((sim - ref) / scale) ** 2).sum(axis=1))))
+    with np.errstate(invalid="ignore"):
+        scale = np.nanstd(sim, axis=0)
+    scale[~(scale > 0)] = 1.0
+    return int(np.argmin(np.sqrt(np.nansum(((sim - ref) / scale) ** 2, axis=1))))
 
 
 # ------------------------------------------------------------------ the report
@@ -336,6 +361,7 @@ ROWS = (
     ("contrast", "gland - shell(2-8 mm) contrast (std units)", "{:.2f}"),
     ("spectral_slope", "texture spectrum slope, 0.03-0.15 cycles/mm", "{:.2f}"),
     ("coil_gradient", "coil bias: posterior peak - 40 mm anterior (std units)", "{:.2f}"),
+    ("far_field_ratio", "surroundings: median 60-80 mm from the gland / gland median", "{:.2f}"),
     ("fov_mm", "field of view (mm)", "{:.0f}"),
     ("body_width_mm", "body width on the mid-gland slice (mm)", "{:.0f}"),
     ("body_fraction", "fraction of the slice covered by body", "{:.2f}"),
@@ -391,7 +417,7 @@ def markdown_table(real: CaseStats, simulated: Sequence[CaseStats], title: str) 
     for key, label, fmt in ROWS:
         cells = [fmt.format(real.stats.get(key, 0.0))]
         for s in sites:
-            cells.append(fmt.format(float(np.median([c.stats[key] for c in simulated if c.site == s]))))
+            cells.append(fmt.format(float(np.nanmedian([c.stats[key] for c in simulated if c.site == s]))))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -462,6 +488,17 @@ def write_figure(real: CaseStats, real_vol: Tuple[np.ndarray, np.ndarray], simul
     return str(out_png)
 
 
+REPORT_HEADER = """# Realism of the simulated sites against a real scan
+
+Written by `python -m tools.data realism` (module `tools.data.realism`, where each statistic is defined with its
+formula). Every quantity is measured the same way on the real case (`../shared/data/real_case/Case00`, a 3T
+endorectal-coil T2 volume, most likely PROMISE12 BIDMC) and on every simulated case; a site's column is the median
+over its cases. Intensities are z-scored over the whole volume first, as the training pipeline does. One real case
+of one site: this says how far the simulator is from that scan, not from the benchmark.
+
+"""
+
+
 def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, out_md: PathLike,
                    out_png: PathLike, baseline_root: Optional[PathLike] = None, header: str = "") -> Dict[str, str]:
     """Measure the real case and every simulated case under ``root`` and write the table and the figure.
@@ -477,13 +514,16 @@ def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, o
     real.stats["w1_to_real"] = 0.0
     simulated = measure_collection(root, real)
     nearest = nearest_case(real, simulated)
-    parts = [header] if header else []
+    parts = [header or REPORT_HEADER]
     parts.append(markdown_table(real, simulated, f"Simulated collection {root} (median over each site's cases)"))
     if baseline_root is not None:
         parts.append(markdown_table(real, measure_collection(baseline_root, real),
                                     f"Baseline collection {baseline_root} (median over each site's cases)"))
     parts.append(f"Nearest simulated case to the real one (standardised distance over {', '.join(NEAREST_FEATURES)}): "
                  f"`{simulated[nearest].name}`.\n")
+    from .synthesis.calibration import calibration_markdown
+
+    parts.append("## Where the simulator's numbers come from\n\n" + calibration_markdown())
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(parts))

@@ -237,7 +237,7 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
     fossa_z = (-height - _u(rng, 40.0, 60.0), height * _u(rng, 0.0, 0.6))
     fat = _u(rng, 10.0, 35.0)
     body_ant = cavity_ant - obturator - 2.0 * wall_radius - _u(rng, 8.0, 25.0) - fat
-    body_post = sacrum[2] + sacrum_radius + _u(rng, 25.0, 45.0) + fat
+    body_post = sacrum[2] + sacrum_radius + _u(rng, 5.0, 20.0) + fat
     body_lateral = femoral_head[0] + head_radius + _u(rng, 25.0, 50.0) + fat
     return PelvisAnatomy(
         lateral=lateral, anterior=anterior, posterior=posterior, height=height,
