@@ -171,7 +171,7 @@ def montage(root=None, out=None, slices_per_site: int = 4) -> None:
 
 @_command
 def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str = "docs/realism.png",
-            baseline=None) -> None:
+            baseline=None, label=None, baseline_label=None) -> None:
     """Compare the simulated sites under ROOT with the real case REAL on image statistics (``tools.data.realism``).
 
     Args:
@@ -180,6 +180,8 @@ def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str 
         out_md: the markdown report to write (tables, definitions, calibration sources).
         out_png: the figure to write (real vs nearest simulated case, histograms, spectra, bias profiles).
         baseline: optional second collection (e.g. from an earlier simulator) tabulated beside ROOT.
+        label: title of ROOT's table (default: the path).
+        baseline_label: title of BASELINE's table (default: the path).
     """
     from .realism import realism_report
 
@@ -191,7 +193,9 @@ def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str 
     if not os.path.exists(label):
         raise DatasetError(f"{real}: no mask {label} beside the real image")
     result = realism_report(real, label, root, _path(out_md, "out-md"), _path(out_png, "out-png"),
-                            baseline_root=None if baseline is None else _path(baseline, "baseline"))
+                            baseline_root=None if baseline is None else _path(baseline, "baseline"),
+                            label=None if label is None else str(label),
+                            baseline_label=None if baseline_label is None else str(baseline_label))
     print(f"wrote {result['markdown']} and {result['png']}; nearest simulated case: {result['nearest']}")
 
 

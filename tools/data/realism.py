@@ -500,11 +500,14 @@ of one site: this says how far the simulator is from that scan, not from the ben
 
 
 def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, out_md: PathLike,
-                   out_png: PathLike, baseline_root: Optional[PathLike] = None, header: str = "") -> Dict[str, str]:
+                   out_png: PathLike, baseline_root: Optional[PathLike] = None, header: str = "",
+                   label: Optional[str] = None, baseline_label: Optional[str] = None) -> Dict[str, str]:
     """Measure the real case and every simulated case under ``root`` and write the table and the figure.
 
     With ``baseline_root`` (another simulated collection, e.g. from an earlier simulator), its table is
-    written too, for before/after comparisons. ``header`` is markdown put above the tables.
+    written too, for before/after comparisons. ``header`` is markdown put above the tables (default
+    :data:`REPORT_HEADER`); ``label`` / ``baseline_label`` name the collections in the table titles
+    (default: their paths).
 
     Returns:
         ``{"markdown": path, "png": path, "nearest": case name}``.
@@ -515,15 +518,16 @@ def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, o
     simulated = measure_collection(root, real)
     nearest = nearest_case(real, simulated)
     parts = [header or REPORT_HEADER]
-    parts.append(markdown_table(real, simulated, f"Simulated collection {root} (median over each site's cases)"))
+    parts.append(markdown_table(real, simulated, f"{label or root} (median over each site's cases)"))
     if baseline_root is not None:
         parts.append(markdown_table(real, measure_collection(baseline_root, real),
-                                    f"Baseline collection {baseline_root} (median over each site's cases)"))
+                                    f"{baseline_label or baseline_root} (median over each site's cases)"))
     parts.append(f"Nearest simulated case to the real one (standardised distance over {', '.join(NEAREST_FEATURES)}): "
                  f"`{simulated[nearest].name}`.\n")
-    from .synthesis.calibration import calibration_markdown
+    from .synthesis.calibration import calibration_markdown, variants_markdown
 
     parts.append("## Where the simulator's numbers come from\n\n" + calibration_markdown())
+    parts.append("## Variants measured and how they were chosen\n\n" + variants_markdown())
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(parts))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-__all__ = ["CALIBRATION", "calibration_markdown"]
+__all__ = ["CALIBRATION", "VARIANTS", "calibration_markdown", "variants_markdown"]
 
 CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
     ("body width x depth (`sample_pelvis`)", "about 340-405 x 220-285 mm (5-95th percentiles)",
@@ -27,7 +27,7 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
      "0-15 mm behind the rectum, roof rising laterally", "anatomy: fat-filled spaces posterolateral to the "
      "rectum, below the levator ani, between obturator internus and gluteus maximus; they fill the "
      "posterolateral field of view of a real scan (real-case statistic: median intensity 60-80 mm from the "
-     "gland 0.38 of the gland median, 0.11-0.20 before, 0.25-0.31 after, BIDMC)"),
+     "gland is 0.38 of the gland median; simulated BIDMC 0.23 before, 0.27 after)"),
     ("levator ani along the gland (`levator_gap`, lateral sling)", "1-3 mm from the gland's anterolateral and "
      "lateral surface, 4-7 mm thick, below 0.7 of the gland's half height", "anatomy: the levator ani lies "
      "against the prostate's side, separated by the lateral pelvic fascia and neurovascular bundle; "
@@ -58,6 +58,53 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
      "per site, `tools/data/synthesis/sites.py`", "acquisition: DESIGN.md section 2 (MS-Net site table); fields "
      "of view are the simulator's choice around the native spacing"),
 )
+
+
+VARIANT_COLUMNS = ("q01", "q50", "q99", "skewness", "W1", "contrast", "slope", "coil gradient", "verdict")
+
+# Simulated BIDMC (6 cases, seed 0, 96x96), median over cases, against the real case (first row). Rows "v..."
+# were measured on the whole collection with `python -m tools.data realism`, the sweeps on BIDMC alone with
+# the same functions. Chosen by these image statistics only.
+VARIANTS: Tuple[Tuple[str, str], ...] = (
+    ("real case", "-0.84 | -0.30 | 4.18 | 5.57 | 0 | -0.12 | -2.78 | 2.05 | target"),
+    ("v0: simulator at 2c32a3b", "-0.69 | -0.45 | 4.22 | 3.78 | 0.108 | -0.83 | -3.31 | 1.90 | baseline"),
+    ("v1: + levator ani along the gland's sides, sparser veins", "-0.69 | -0.45 | 4.23 | 3.88 | 0.103 | -0.55 "
+     "| -3.08 | 1.76 | kept (contrast)"),
+    ("v2: + zone levels from T2 ratios, stronger 1 mm textures", "-0.69 | -0.45 | 4.24 | 3.89 | 0.103 | -0.36 "
+     "| -3.02 | 1.86 | kept (contrast, slope)"),
+    ("v3: + ischioanal fossae", "-0.80 | -0.36 | 4.03 | 3.39 | 0.141 | -0.29 | -2.98 | 1.52 | kept (anatomy; "
+     "surroundings 0.19-0.31 vs real 0.38, was 0.11-0.20), although W1 and the coil gradient got worse"),
+    ("v4: + levator anterolateral, muscle 0.2-0.3, coil gain 30-60 / fall-off 9-13 mm", "-0.73 | -0.32 | 4.02 "
+     "| 5.44 | 0.084 | -0.16 | -2.84 | 1.41 | kept (W1, skewness, contrast)"),
+    ("sweep at v3 + muscle 0.2-0.3, gain / fall-off 15-30 / 13-17 mm (v3's)", "-0.82 | -0.36 | 4.05 | 3.47 "
+     "| 0.13 | -0.32 | n/a | 1.52 | skewness low"),
+    ("same, gain / fall-off 30-60 / 9-13 mm", "-0.73 | -0.32 | 4.05 | 5.35 | 0.08 | -0.35 | n/a | 1.49 | "
+     "chosen, became v4"),
+    ("same, gain / fall-off 40-80 / 7-10 mm", "-0.74 | -0.29 | 3.84 | 7.05 | 0.11 | -0.36 | n/a | 1.34 "
+     "| rejected (skewness overshoots)"),
+    ("same, gain / fall-off 25-50 / 11-15 mm", "-0.72 | -0.34 | 4.18 | 4.49 | 0.08 | -0.33 | n/a | 1.56 "
+     "| rejected (skewness low)"),
+    ("v4 with the coil loop at 0.75 of the balloon half depth (v4: 0.3)", "-0.55 | -0.30 | 4.43 | 6.09 | 0.12 | -0.16 | n/a | 2.08 | "
+     "rejected (q01, W1)"),
+    ("v4 with the coil loop at 0.6", "-0.60 | -0.31 | 4.35 | 6.11 | 0.09 | -0.22 | n/a | 1.87 | "
+     "rejected (q01, q99, skewness overshoot)"),
+    ("v4 with the coil loop at 0.6, gain 20-40 / 11-15 mm", "-0.67 | -0.34 | 4.41 | 4.89 | 0.08 | -0.17 | n/a | 1.89 | "
+     "rejected (q99, skewness)"),
+    ("v5: coil loop at 0.6, gain 20-45 / 9-13 mm", "-0.69 | -0.32 | 4.28 | 5.87 | 0.082 | -0.22 | -2.95 | 1.80 "
+     "| kept"),
+    ("v5 with a two-conductor loop (+-0.5 balloon half width)", "-0.75 | -0.35 | 4.60 | 4.06 | 0.09 "
+     "| -0.21 | n/a | 1.58 | rejected (q99, skewness, coil gradient; gain 25-55 alike: 4.67, 4.19, 1.64)"),
+    ("final: v5 + posterior body depth 5-20 mm behind the sacrum (pelvis 220-285 mm deep)", "-0.69 | -0.32 | 4.27 "
+     "| 5.88 | 0.083 | -0.22 | -2.95 | 1.80 | kept (anatomy)"),
+)
+
+
+def variants_markdown() -> str:
+    """:data:`VARIANTS` as a markdown table."""
+    lines = ["| variant (simulated BIDMC) | " + " | ".join(VARIANT_COLUMNS) + " |",
+             "|---|" + "---|" * len(VARIANT_COLUMNS)]
+    lines += [f"| {name} | {values} |" for name, values in VARIANTS]
+    return "\n".join(lines) + "\n"
 
 
 def calibration_markdown() -> str:
