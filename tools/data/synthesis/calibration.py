@@ -49,8 +49,8 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
      "its centre (was 0.3)", "acquisition: the receive loop of an inflatable endorectal coil faces the "
      "prostate; real-case statistic: coil-bias gradient 2.05 std"),
     ("BIDMC coil gain / fall-off", "20-45 / 9-13 mm (were 15-30 / 13-17 mm)", "real-case statistics of the "
-     "normalised histogram (q99 4.18, skewness 5.57) and the coil-bias gradient (2.05), a sweep of five "
-     "settings on six simulated BIDMC cases (the real case is most likely PROMISE12 BIDMC Case00)"),
+     "normalised histogram (q99 4.18, skewness 5.57) and the coil-bias gradient (2.05), from the sweeps in the "
+     "variants table on six simulated BIDMC cases (the real case is most likely PROMISE12 BIDMC Case00)"),
     ("BMC / HK coil gain / fall-off", "15-35 / 10-14 mm and 12-30 / 11-17 mm", "simulator choice: BIDMC's "
      "change applied to the other coil sites so that their order (BMC and HK flatter than BIDMC) is kept; no "
      "real case of these sites"),
@@ -72,8 +72,8 @@ VARIANTS: Tuple[Tuple[str, str], ...] = (
      "| -3.08 | 1.76 | kept (contrast)"),
     ("v2: + zone levels from T2 ratios, stronger 1 mm textures", "-0.69 | -0.45 | 4.24 | 3.89 | 0.103 | -0.36 "
      "| -3.02 | 1.86 | kept (contrast, slope)"),
-    ("v3: + ischioanal fossae", "-0.80 | -0.36 | 4.03 | 3.39 | 0.141 | -0.29 | -2.98 | 1.52 | kept (anatomy; "
-     "surroundings 0.19-0.31 vs real 0.38, was 0.11-0.20), although W1 and the coil gradient got worse"),
+    ("v3: + ischioanal fossae", "-0.80 | -0.36 | 4.03 | 3.39 | 0.141 | -0.29 | -2.98 | 1.52 | kept (anatomy; the "
+     "60-80 mm surroundings moved towards the real case), although W1 and the coil gradient got worse"),
     ("v4: + levator anterolateral, muscle 0.2-0.3, coil gain 30-60 / fall-off 9-13 mm", "-0.73 | -0.32 | 4.02 "
      "| 5.44 | 0.084 | -0.16 | -2.84 | 1.41 | kept (W1, skewness, contrast)"),
     ("sweep at v3 + muscle 0.2-0.3, gain / fall-off 15-30 / 13-17 mm (v3's)", "-0.82 | -0.36 | 4.05 | 3.47 "
