@@ -103,6 +103,11 @@ class PelvisAnatomy:
     length), long axis tilted by ``tilt_deg`` (base posterior), tapering ``apex_taper``/``base_taper``,
     ``anterior_narrowing`` of the lateral width, outline noise ``outline_noise``; central gland: an
     ellipsoid in normalised prostate coordinates ``cg_center`` (v, w) and ``cg_semi`` (u, v, w).
+    Levator ani: ``levator_gap`` from the gland's anterolateral and lateral surface, ``levator_thickness``
+    thick, continued as a sling behind the rectum. Ischioanal fossae: ellipses ``fossa_center`` (right side,
+    mirrored) with semi-axes ``fossa_semi`` between ``fossa_z`` (the roof rises 0.4 mm per mm laterally).
+    Body: an ellipse of semi-axes ``body_semi``, about 340-405 x 220-285 mm overall (adult pelvis), so every
+    site's field of view cuts it laterally. Sources of the numbers: :mod:`.calibration`.
     """
 
     # prostate
