@@ -192,9 +192,12 @@ def test_report_and_cli(real_case_dir, tiny_collection, tmp_path):
     assert result["nearest"].split("/")[0] in ("RUNMC", "BMC", "HCRUDB", "UCL", "BIDMC", "HK")
     assert (tmp_path / "r.png").stat().st_size > 10_000
     ok = run_cli("realism", "--root", tiny_collection, "--real", real_case_dir / "Case00.nii.gz",
-                 "--out-md", tmp_path / "c.md", "--out-png", tmp_path / "c.png")
+                 "--out-md", tmp_path / "c.md", "--out-png", tmp_path / "c.png", "--label", "new sim",
+                 "--baseline", tiny_collection, "--baseline-label", "old sim")
     assert ok.returncode == 0, ok.stderr
-    assert "nearest simulated case" in ok.stdout and (tmp_path / "c.md").exists()
+    assert "nearest simulated case" in ok.stdout
+    titles = [line for line in (tmp_path / "c.md").read_text().splitlines() if line.startswith("**")]
+    assert titles == ["**new sim (median over each site's cases)**", "**old sim (median over each site's cases)**"]
 
 
 def test_cli_bad_input_is_one_line(tmp_path, real_case_dir):

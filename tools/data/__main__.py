@@ -189,10 +189,10 @@ def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str 
     name = os.path.basename(real)
     if not name.endswith(".nii.gz"):
         raise DatasetError(f"{real}: --real must be a .nii.gz image, got {name!r}")
-    label = os.path.join(os.path.dirname(real), name[: -len(".nii.gz")] + "_segmentation.nii.gz")
-    if not os.path.exists(label):
-        raise DatasetError(f"{real}: no mask {label} beside the real image")
-    result = realism_report(real, label, root, _path(out_md, "out-md"), _path(out_png, "out-png"),
+    mask = os.path.join(os.path.dirname(real), name[: -len(".nii.gz")] + "_segmentation.nii.gz")
+    if not os.path.exists(mask):
+        raise DatasetError(f"{real}: no mask {mask} beside the real image")
+    result = realism_report(real, mask, root, _path(out_md, "out-md"), _path(out_png, "out-png"),
                             baseline_root=None if baseline is None else _path(baseline, "baseline"),
                             label=None if label is None else str(label),
                             baseline_label=None if baseline_label is None else str(baseline_label))
