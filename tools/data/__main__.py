@@ -1,4 +1,4 @@
-"""``python -m tools.data <command>``: index, verify, split, split_all, synth (a fire CLI).
+"""``python -m tools.data <command>``: index, verify, split, split_all, synth, montage, realism (a fire CLI).
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     python -m tools.data split --index /data/prostate_index.json --target BMC --out datalist_BMC.json
     python -m tools.data split_all --index /data/prostate_index.json --out-dir datalists/
     python -m tools.data synth --out /tmp/synth --cases-per-site 6 --size 96 --seed 0 --naming old
+    python -m tools.data realism --root /tmp/synth --real ../shared/data/real_case/Case00.nii.gz
 
 A dataset problem ends the command with every problem on its own line on stderr (``<path>: <what>``),
 exit code 1 and no output file; outputs are written to a temporary file and then renamed into place.
@@ -152,7 +153,38 @@ def montage(root=None, out=None, slices_per_site: int = 4) -> None:
     print(f"wrote {write_montage(root, out, slices_per_site=slices_per_site)}")
 
 
-COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split_all, "synth": synth, "montage": montage}
+@_command
+def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str = "docs/realism.png",
+            baseline=None, label=None, baseline_label=None) -> None:
+    """Compare the simulated sites under ROOT with the real case REAL on image statistics (``tools.data.realism``).
+
+    Args:
+        root: a simulated collection (what ``synth`` wrote; either naming).
+        real: the real image ``CaseNN.nii.gz``; its mask ``CaseNN_segmentation.nii.gz`` must lie beside it.
+        out_md: the markdown report to write (tables, definitions, calibration sources).
+        out_png: the figure to write (real vs nearest simulated case, histograms, spectra, bias profiles).
+        baseline: optional second collection (e.g. from an earlier simulator) tabulated beside ROOT.
+        label: title of ROOT's table (default: the path).
+        baseline_label: title of BASELINE's table (default: the path).
+    """
+    from .realism import realism_report
+
+    root, real = _path(root, "root"), _path(real, "real")
+    name = os.path.basename(real)
+    if not name.endswith(".nii.gz"):
+        raise DatasetError(f"{real}: --real must be a .nii.gz image, got {name!r}")
+    mask = os.path.join(os.path.dirname(real), name[: -len(".nii.gz")] + "_segmentation.nii.gz")
+    if not os.path.exists(mask):
+        raise DatasetError(f"{real}: no mask {mask} beside the real image")
+    result = realism_report(real, mask, root, _path(out_md, "out-md"), _path(out_png, "out-png"),
+                            baseline_root=None if baseline is None else _path(baseline, "baseline"),
+                            label=None if label is None else str(label),
+                            baseline_label=None if baseline_label is None else str(baseline_label))
+    print(f"wrote {result['markdown']} and {result['png']}; nearest simulated case: {result['nearest']}")
+
+
+COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split_all, "synth": synth, "montage": montage,
+            "realism": realism}
 
 
 def main() -> None:

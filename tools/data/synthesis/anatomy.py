@@ -5,7 +5,7 @@ superior) with the origin at the centre of the prostate. Every structure is a so
 distance -> partial-volume fraction, :mod:`.fields`); the signal is painted from the outside in:
 
 air -> body (subcutaneous fat, gluteal cleft) -> muscle mass with fat planes -> pelvic cavity fat
-with vessels -> bones (cortex + marrow: pubis and ischium as a ring outside the obturator internus,
+with vessels -> ischioanal fossae (fat with septa) -> bones (cortex + marrow: pubis and ischium as a ring outside the obturator internus,
 femoral heads and necks, sacrum) -> levator ani -> bladder -> seminal vesicles -> rectum (or the
 endorectal coil's balloon) -> periprostatic veins -> prostate (peripheral zone, central gland with
 nodules, anterior stroma, capsule, urethra, optional focal lesion).
@@ -33,6 +33,12 @@ from .fields import (
 )
 
 __all__ = ["T2Levels", "PelvisAnatomy", "PelvisRender", "sample_t2_levels", "sample_pelvis", "render_pelvis"]
+
+
+COIL_ANTERIOR_FRACTION = 0.6
+"""Position of the endorectal coil's loop inside the balloon: ``rectum_y - f * balloon half depth``. The
+loop lies against the balloon's anterior face, towards the prostate (device design of inflatable
+endorectal coils, e.g. Medrad eCoil); 0.6 keeps it about 6-8 mm behind the anterior rectal wall."""
 
 
 def _u(rng: np.random.Generator, low: float, high: float) -> float:
@@ -68,7 +74,7 @@ def sample_t2_levels(rng: np.random.Generator, fat_level: Tuple[float, float]) -
     """Per-case tissue signals; ``fat_level`` is the site's range for fat (sequence dependent)."""
     return T2Levels(
         fat=_u(rng, *fat_level),
-        muscle=_u(rng, 0.16, 0.24),
+        muscle=_u(rng, 0.2, 0.3),
         cortex=_u(rng, 0.02, 0.05),
         marrow=_u(rng, 0.4, 0.6),
         urine=_u(rng, 1.0, 1.25),
@@ -78,8 +84,8 @@ def sample_t2_levels(rng: np.random.Generator, fat_level: Tuple[float, float]) -
         mucosa=_u(rng, 0.4, 0.6),
         stool=_u(rng, 0.25, 0.5),
         gel=_u(rng, 0.8, 1.0),
-        peripheral_zone=_u(rng, 0.5, 0.85),
-        central_gland=_u(rng, 0.28, 0.42),
+        peripheral_zone=_u(rng, 0.6, 0.9),
+        central_gland=_u(rng, 0.38, 0.52),
         nodule_contrast=_u(rng, 0.06, 0.16),
         stroma=_u(rng, 0.12, 0.2),
         capsule=_u(rng, 0.1, 0.18),
@@ -97,6 +103,11 @@ class PelvisAnatomy:
     length), long axis tilted by ``tilt_deg`` (base posterior), tapering ``apex_taper``/``base_taper``,
     ``anterior_narrowing`` of the lateral width, outline noise ``outline_noise``; central gland: an
     ellipsoid in normalised prostate coordinates ``cg_center`` (v, w) and ``cg_semi`` (u, v, w).
+    Levator ani: ``levator_gap`` from the gland's anterolateral and lateral surface, ``levator_thickness``
+    thick, continued as a sling behind the rectum. Ischioanal fossae: ellipses ``fossa_center`` (right side,
+    mirrored) with semi-axes ``fossa_semi`` between ``fossa_z`` (the roof rises 0.4 mm per mm laterally).
+    Body: an ellipse of semi-axes ``body_semi``, about 340-405 x 220-285 mm overall (adult pelvis), so every
+    site's field of view cuts it laterally. Sources of the numbers: :mod:`.calibration`.
     """
 
     # prostate
@@ -148,6 +159,9 @@ class PelvisAnatomy:
     cleft_depth: float
     deformation_mm: float
     outer_deformation_mm: float
+    fossa_center: Tuple[float, float]  # ischioanal fossa, right side (x > 0, mirrored), y
+    fossa_semi: Tuple[float, float]
+    fossa_z: Tuple[float, float]
 
     def prostate_extent_z(self) -> Tuple[float, float]:
         """Bounds on the patient ``z`` the prostate can reach: the tilted gland grown by 2.5 standard
@@ -163,7 +177,7 @@ class PelvisAnatomy:
         """End points of the endorectal coil's receive element (patient mm), or ``None`` without a coil."""
         if not self.endorectal_coil:
             return None
-        y = self.rectum_y - 0.3 * self.balloon_semi[1]
+        y = self.rectum_y - COIL_ANTERIOR_FRACTION * self.balloon_semi[1]
         z0, z1 = self.balloon_z
         return (self.rectum_x, y, z0 + 0.25 * (z1 - z0)), (self.rectum_x, y, z1 - 4.0)
 
@@ -220,9 +234,15 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
     sacrum = (cavity_post + 6.0 + sacrum_radius, -height - 10.0, cavity_post + _u(rng, 30.0, 45.0),
               height + 70.0, sacrum_radius)
 
+    # ischioanal fossae: fat-filled wedges posterolateral to the rectum, below the levator ani, between
+    # the obturator internus (lateral) and the gluteus maximus (posterior); about 5 cm deep and 2-3 cm wide
+    # at the level of the prostate (anatomy textbooks, e.g. Gray's Anatomy, "ischioanal fossa")
+    fossa_semi = (_u(rng, 15.0, 25.0), _u(rng, 25.0, 38.0))
+    fossa_center = (_u(rng, 30.0, 42.0) + 0.5 * fossa_semi[0], rectum_y + _u(rng, 0.0, 15.0))
+    fossa_z = (-height - _u(rng, 40.0, 60.0), height * _u(rng, 0.0, 0.6))
     fat = _u(rng, 10.0, 35.0)
     body_ant = cavity_ant - obturator - 2.0 * wall_radius - _u(rng, 8.0, 25.0) - fat
-    body_post = sacrum[2] + sacrum_radius + _u(rng, 25.0, 45.0) + fat
+    body_post = sacrum[2] + sacrum_radius + _u(rng, 5.0, 20.0) + fat
     body_lateral = femoral_head[0] + head_radius + _u(rng, 25.0, 50.0) + fat
     return PelvisAnatomy(
         lateral=lateral, anterior=anterior, posterior=posterior, height=height,
@@ -235,7 +255,7 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
         bladder_center=bladder_center, bladder_semi=bladder_semi, bladder_wall=_u(rng, 2.0, 3.5),
         sv_center=sv_center, sv_semi=sv_semi, sv_elevation_deg=_u(rng, 15.0, 35.0),
         cavity_center_y=cavity_center_y, cavity_semi=cavity_semi,
-        levator_thickness=_u(rng, 4.0, 7.0), levator_gap=_u(rng, 3.0, 7.0),
+        levator_thickness=_u(rng, 4.0, 7.0), levator_gap=_u(rng, 1.0, 3.0),
         bone_wall_x=bone_wall_x, pubis_z=pubis_z, pubic_sector=_u(rng, 0.8, 0.9),
         lateral_sector=(-_u(rng, 0.55, 0.7), _u(rng, 0.2, 0.45)), wall_radius=wall_radius,
         cortex=_u(rng, 1.5, 2.5), femoral_head=femoral_head,
@@ -243,6 +263,7 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
         body_semi=(body_lateral, 0.5 * (body_post - body_ant)), subcutaneous_fat=fat,
         cleft_depth=_u(rng, 20.0, 45.0), deformation_mm=_u(rng, 2.0, 5.0),
         outer_deformation_mm=_u(rng, 3.0, 6.0),
+        fossa_center=fossa_center, fossa_semi=fossa_semi, fossa_z=fossa_z,
     )
 
 
@@ -311,7 +332,7 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     d_cleft = np.abs(x) - f32(0.6) - f32(0.12) * np.maximum(y - f32(cleft_top), 0.0)
     d_cleft = np.where(y > f32(cleft_top), d_cleft, f32(50.0))
     d_body = np.maximum(d_body, -d_cleft)
-    fat_texture = f32(levels.fat) * (1.0 + f32(0.05) * fine + f32(0.06) * mid)
+    fat_texture = f32(levels.fat) * (1.0 + f32(0.1) * fine + f32(0.06) * mid)
     signal = fraction_inside(d_body, width) * fat_texture
     inner = (bx_semi - a.subcutaneous_fat, by_semi - a.subcutaneous_fat)
     d_muscle = ellipsoid_distance((xo, yo), (0.0, by), inner) + f32(6.0) * body_noise
@@ -329,6 +350,15 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     cavity_signal = fat_texture * (1.0 - vessels) + vessels * f32(levels.muscle)
     blend(signal, fraction_inside(d_cavity, width), cavity_signal)
     del d_cavity, cavity_signal, vessels
+
+    # ---- ischioanal fossae (fat with septa), mirrored, under the levator ani: the roof rises laterally
+    fx, fy = a.fossa_center
+    d_fossa = ellipsoid_distance((np.abs(xo), yo), (fx, fy), a.fossa_semi) + f32(4.0) * fascia_field
+    roof = f32(a.fossa_z[1]) + f32(0.4) * (np.abs(xo) - f32(fx))
+    d_fossa = np.maximum(d_fossa, np.maximum(zo - roof, f32(a.fossa_z[0]) - zo))
+    septa = f32(0.5) * _lines(fascia_field, 0.06) * np.clip(mid + f32(0.5), 0.0, 1.0)
+    blend(signal, fraction_inside(d_fossa, width), fat_texture * (1.0 - septa) + septa * f32(levels.muscle))
+    del d_fossa, roof, septa
 
     # ---- bones (deformed with the outer field)
     marrow = f32(levels.marrow) * (1.0 + f32(0.12) * mid)
@@ -436,8 +466,15 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
     d_lev = ellipsoid_distance((x, y), (a.rectum_x, lev_center), lev_semi)
     lev = fraction_inside(d_lev, width) - fraction_inside(d_lev + f32(a.levator_thickness), width)
     lev *= fraction_inside(lev_center - 0.2 * lev_semi[1] - y, width) * fraction_inside(z - f32(0.5 * a.height), 4.0)
-    blend(signal, lev, levels.muscle * 0.9)
-    del d_lev, lev
+    # its medial edge (pubococcygeus, puboprostatic part) follows the gland's anterolateral and lateral
+    # surface at ``levator_gap`` (the lateral pelvic fascia and the neurovascular bundle between them)
+    # below 0.7 of the gland's half height
+    hug = (fraction_inside(d_prostate - f32(a.levator_gap + a.levator_thickness), width)
+           - fraction_inside(d_prostate - f32(a.levator_gap), width))
+    hug *= np.clip((np.abs(xp) * f32(1.0 / a.lateral) - f32(0.25)) * f32(4.0), 0.0, 1.0)
+    hug *= fraction_inside(f32(-0.9 * a.anterior) - y, width) * fraction_inside(z - f32(0.7 * a.height), 4.0)
+    blend(signal, np.maximum(lev, hug), levels.muscle * (1.0 + f32(0.15) * mid))
+    del d_lev, lev, hug
 
     # ---- bladder, its wall wrapping the prostate base
     d_bladder = ellipsoid_distance((x, y, z), a.bladder_center, a.bladder_semi)
@@ -488,7 +525,7 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
 
     # ---- periprostatic venous plexus: bright tortuous vessels in a 7 mm shell
     shell = fraction_inside(d_prostate - f32(7.0), width) - fraction_inside(d_prostate, width)
-    veins = shell * np.clip((mid - f32(0.5)) * f32(2.0), 0.0, 1.0) * fraction_inside(y - f32(0.6 * a.posterior), width)
+    veins = shell * np.clip((mid - f32(1.0)) * f32(2.0), 0.0, 1.0) * fraction_inside(y - f32(0.6 * a.posterior), width)
     blend(signal, veins, levels.vein)
     del shell, veins
 
@@ -499,8 +536,8 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
                    + ((w - f32(a.cg_center[1])) / f32(cw)) ** 2) * (1.0 + f32(0.5 * a.outline_noise) * outline_field)
     stroma = fraction_inside((v + f32(0.78)) * f32(a.anterior), width)
     central = np.maximum(fraction_inside((r_cg - 1.0) * f32(cv * a.posterior), width), stroma) * prostate
-    pz_signal = f32(levels.peripheral_zone) * (1.0 + f32(0.1) * fine) * (1.0 - f32(0.15) * np.clip(mid, 0.0, 2.0))
-    cg_signal = f32(levels.central_gland) + f32(levels.nodule_contrast) * np.tanh(f32(1.6) * mid) + f32(0.04) * fine
+    pz_signal = f32(levels.peripheral_zone) * (1.0 + f32(0.18) * fine) * (1.0 - f32(0.15) * np.clip(mid, 0.0, 2.0))
+    cg_signal = f32(levels.central_gland) + f32(levels.nodule_contrast) * np.tanh(f32(1.6) * mid) + f32(0.08) * fine
     cg_signal = cg_signal * (1.0 - stroma) + stroma * f32(levels.stroma)
     gland = pz_signal * (prostate - central) + cg_signal * central
     capsule = prostate - fraction_inside(d_prostate + f32(1.2), width)

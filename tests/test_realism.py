@@ -1,0 +1,235 @@
+"""``tools.data.realism``: each statistic pinned on inputs whose answer is known, the report and the CLI."""
+
+import numpy as np
+import nibabel as nib
+import pytest
+
+from tools.data.realism import (
+    CaseStats,
+    bias_profile,
+    far_field_ratio,
+    coil_gradient,
+    gland_contrast,
+    histogram_quantiles,
+    load_lps,
+    measure_case,
+    nearest_case,
+    physical_extent,
+    radial_power_spectrum,
+    realism_report,
+    spectral_slope,
+    wasserstein_quantiles,
+    zscore,
+)
+from tools.data.synth import synthesize
+
+from test_data_cli import run_cli, stderr_lines
+
+
+def test_zscore_and_quantiles():
+    v = np.arange(1, 101, dtype=np.float64).reshape(4, 5, 5)
+    z = zscore(v)
+    assert z.mean() == pytest.approx(0.0, abs=1e-12) and z.std() == pytest.approx(1.0)
+    q = histogram_quantiles(z)
+    assert q["q50"] == pytest.approx(0.0, abs=1e-12)  # symmetric data
+    assert q["skewness"] == pytest.approx(0.0, abs=1e-12)
+    skewed = histogram_quantiles(np.r_[np.zeros(99), 1.0])  # Bernoulli(p): (1 - 2p) / sqrt(p (1 - p))
+    assert skewed["skewness"] == pytest.approx((1 - 0.02) / np.sqrt(0.01 * 0.99))
+
+
+def test_wasserstein_of_a_shift_is_the_shift():
+    q = np.quantile(np.random.default_rng(0).normal(size=1000), np.linspace(0.005, 0.995, 199))
+    assert wasserstein_quantiles(q, q + 0.7) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="shape"):
+        wasserstein_quantiles(q, q[:-1])
+
+
+def test_gland_contrast_on_a_volume_with_known_levels():
+    spacing = (1.0, 1.5, 3.0)
+    shape = (40, 40, 20)
+    lo, hi = np.array([15, 15, 8]), np.array([24, 24, 11])
+    idx = np.indices(shape).transpose(1, 2, 3, 0)
+    gap = np.maximum(np.maximum(lo - idx, idx - hi), 0) * np.array(spacing)
+    distance = np.sqrt((gap**2).sum(-1))  # to the nearest voxel centre of the box
+    mask = distance == 0
+    volume = np.ones(shape)
+    volume[(distance > 2.0) & (distance <= 8.0)] = 2.0
+    volume[mask] = 5.0
+    assert gland_contrast(volume, mask, spacing) == pytest.approx(3.0 / volume.std())
+    two_level = np.where(mask, 3.0, 1.0)  # no shell level: (a - b) / (|a - b| sqrt(p (1 - p)))
+    p = mask.mean()
+    assert gland_contrast(two_level, mask, spacing) == pytest.approx(1.0 / np.sqrt(p * (1 - p)))
+    with pytest.raises(ValueError, match="mask is empty"):
+        gland_contrast(volume, np.zeros(shape, bool), spacing)
+    with pytest.raises(ValueError, match="differs from image shape"):
+        gland_contrast(volume, mask[:-1], spacing)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.5, 2.0)])
+def test_power_spectrum_of_a_sinusoid_peaks_at_its_frequency(spacing):
+    nx, ny = 64, 48
+    df = max(1.0 / (nx * spacing[0]), 1.0 / (ny * spacing[1]))
+    k = 5
+    x = np.arange(nx)[:, None] * spacing[0]
+    image = np.sin(2 * np.pi * k * df * x) * np.ones((1, ny))
+    f, p = radial_power_spectrum(image, spacing)
+    assert int(np.nanargmax(p)) == k and f[k] == pytest.approx(k * df)
+    assert f[-1] <= min(0.5 / spacing[0], 0.5 / spacing[1]) + 1e-12
+
+
+def test_power_spectrum_is_a_density():
+    """White noise of variance s^2 on pixels dx dy has a flat density s^2 dx dy, whatever the pixel size."""
+    rng = np.random.default_rng(0)
+    for spacing in ((1.0, 1.0), (2.0, 0.5), (0.5, 0.5)):
+        f, p = radial_power_spectrum(rng.normal(0, 2.0, (128, 128)), spacing)
+        assert np.nanmean(p[2:]) == pytest.approx(4.0 * spacing[0] * spacing[1], rel=0.05), spacing
+
+
+def test_spectral_slope_of_a_power_law():
+    f = np.linspace(0.01, 0.25, 49)
+    assert spectral_slope(f, 7.0 * f**-3.0) == pytest.approx(-3.0)
+    with pytest.raises(ValueError, match="fewer than 3"):
+        spectral_slope(f, np.full_like(f, np.nan))
+
+
+def test_bias_profile_of_a_ramp_is_the_ramp():
+    spacing = (1.0, 1.0, 2.0)
+    shape = (60, 240, 5)
+    mask = np.zeros(shape, bool)
+    mask[25:35, 115:126, 1:4] = True  # centre y = 120
+    alpha = 0.01  # per mm, posterior positive
+    volume = np.broadcast_to(alpha * np.arange(shape[1])[None, :, None] * spacing[1], shape).copy()
+    offsets, profile = bias_profile(volume, mask, spacing)
+    np.testing.assert_allclose(profile - profile[offsets == 0], alpha * offsets, atol=1e-9)
+    assert coil_gradient(offsets, profile) == pytest.approx(alpha * 90.0)
+
+
+def test_physical_extent_of_a_box_body():
+    spacing = (2.0, 1.0, 3.0)
+    shape = (50, 80, 10)
+    volume = np.zeros(shape)
+    volume[10:40, 20:70] = 100.0  # 30 x 50 voxels = 60 x 50 mm
+    mask = np.zeros(shape, bool)
+    mask[20:30, 40:52, 3:7] = True  # 20 x 12 x 12 mm
+    volume[mask] = 60.0
+    e = physical_extent(volume, mask, spacing)
+    assert e["fov_mm"] == 100.0
+    # a step smoothed by a 3 mm Gaussian crosses 15% of its height 3 mm * Phi^-1(0.85) = 3.11 mm outside it:
+    # voxel centres 8..41 (x, 2 mm) and 17..72 (y, 1 mm) are body
+    out = 3.0 * 1.0364
+    xs = [i for i in range(shape[0]) if 10 - 0.5 - out / 2.0 < i < 40 - 0.5 + out / 2.0]
+    ys = [j for j in range(shape[1]) if 20 - 0.5 - out < j < 70 - 0.5 + out]
+    assert (xs[0], xs[-1], ys[0], ys[-1]) == (8, 41, 17, 72)
+    assert e["body_width_mm"] == len(xs) * spacing[0]
+    assert e["body_depth_mm"] == len(ys) * spacing[1]
+    assert e["body_fraction"] == pytest.approx(len(xs) * len(ys) / (50 * 80), rel=0.03)  # corners are rounded
+    assert e["body_cut_lr"] == 0.0
+    assert (e["gland_lr_mm"], e["gland_ap_mm"], e["gland_si_mm"]) == (20.0, 12.0, 12.0)
+    assert e["gland_ml"] == pytest.approx(10 * 12 * 4 * 6.0 / 1000.0)
+    volume[:, 20:70] = 100.0  # the body now crosses both lateral edges
+    volume[mask] = 60.0
+    assert physical_extent(volume, mask, spacing)["body_cut_lr"] == 1.0
+
+
+def test_load_lps_reorders_axes_and_spacing(tmp_path):
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    # array axis 0 runs anterior (RAS +y) at 2 mm, axis 1 runs left (RAS -x) at 1 mm, axis 2 superior at 3 mm
+    affine = np.array([[0, -1.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
+    mask = np.zeros_like(data, dtype=np.uint8)
+    mask[1, 2, 3] = 1
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "i.nii.gz"))
+    nib.save(nib.Nifti1Image(mask, affine), str(tmp_path / "m.nii.gz"))
+    vol, m, spacing = load_lps(tmp_path / "i.nii.gz", tmp_path / "m.nii.gz")
+    assert spacing == (1.0, 2.0, 3.0)
+    assert vol.shape == (3, 2, 4)
+    # LPS axis 0 (left) is array axis 1 (RAS -x is left); LPS axis 1 (posterior) is array axis 0 reversed
+    assert vol[2, 0, 3] == data[1, 2, 3] and m[2, 0, 3] and m.sum() == 1
+    assert vol[0, 1, 0] == data[0, 0, 0]
+    (tmp_path / "bad.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="not a readable NIfTI"):
+        load_lps(tmp_path / "bad.nii.gz", tmp_path / "m.nii.gz")
+
+
+def _stats(**values):
+    empty = np.zeros(1)
+    return CaseStats(name="c", stats=values, quantiles=empty, freqs=empty, spectrum=empty, offsets=empty,
+                     profile=empty)
+
+
+def test_nearest_case_uses_standardised_distance():
+    real = _stats(a=0.0, b=0.0)
+    sims = [_stats(a=1.0, b=0.0), _stats(a=0.0, b=30.0), _stats(a=3.0, b=10.0)]
+    # std of a over the sims is 1.25, of b 12.5: sim 0 is 0.8 away, sim 1 is 2.4, sim 2 is 2.5
+    assert nearest_case(real, sims, features=("a", "b")) == 0
+    with pytest.raises(ValueError, match="no simulated case"):
+        nearest_case(real, [], features=("a",))
+
+
+def test_measure_case_on_the_real_case(real_case_dir):
+    vol, mask, spacing = load_lps(real_case_dir / "Case00.nii.gz", real_case_dir / "Case00_segmentation.nii.gz")
+    assert spacing == pytest.approx((1.094, 1.094, 1.616), abs=1e-3)
+    stats = measure_case(vol, mask, spacing).stats
+    # facts of the case (README beside it): 140 mm field of view, gland about 54 x 36 x 55 mm, 46 mL
+    assert stats["fov_mm"] == pytest.approx(140.0, abs=1.0)
+    assert stats["gland_ml"] == pytest.approx(46.0, abs=1.5)
+    assert stats["body_cut_lr"] == 1.0  # a real pelvis is wider than a prostate field of view
+    assert stats["coil_gradient"] > 1.0  # endorectal coil: bright behind the gland
+
+
+@pytest.fixture(scope="module")
+def tiny_collection(tmp_path_factory):
+    out = tmp_path_factory.mktemp("realism_synth")
+    synthesize(out, cases_per_site=1, size=32, seed=0)
+    return out
+
+
+def test_report_and_cli(real_case_dir, tiny_collection, tmp_path):
+    result = realism_report(real_case_dir / "Case00.nii.gz", real_case_dir / "Case00_segmentation.nii.gz",
+                            tiny_collection, tmp_path / "r.md", tmp_path / "r.png")
+    text = (tmp_path / "r.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| quantity"))
+    assert header.split("|")[2:-1] == [" real case ", " RUNMC ", " BMC ", " HCRUDB ", " UCL ", " BIDMC ", " HK "]
+    assert result["nearest"].split("/")[0] in ("RUNMC", "BMC", "HCRUDB", "UCL", "BIDMC", "HK")
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+    ok = run_cli("realism", "--root", tiny_collection, "--real", real_case_dir / "Case00.nii.gz",
+                 "--out-md", tmp_path / "c.md", "--out-png", tmp_path / "c.png", "--label", "new sim",
+                 "--baseline", tiny_collection, "--baseline-label", "old sim")
+    assert ok.returncode == 0, ok.stderr
+    assert "nearest simulated case" in ok.stdout
+    titles = [line for line in (tmp_path / "c.md").read_text().splitlines() if line.startswith("**")]
+    assert titles == ["**new sim (median over each site's cases)**", "**old sim (median over each site's cases)**"]
+
+
+def test_cli_bad_input_is_one_line(tmp_path, real_case_dir):
+    cases = [
+        (["realism", "--root", tmp_path], "--real needs a path"),
+        (["realism", "--root", tmp_path, "--real", tmp_path / "x.nii"], "must be a .nii.gz image"),
+        (["realism", "--root", tmp_path, "--real", tmp_path / "Case00.nii.gz"], "no mask"),
+        (["realism", "--root", tmp_path / "empty", "--real", real_case_dir / "Case00.nii.gz",
+          "--out-md", tmp_path / "a.md", "--out-png", tmp_path / "a.png"], "no site folder"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args)
+        lines = stderr_lines(result)
+        assert result.returncode == 1 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert not (tmp_path / "a.md").exists()
+
+
+def test_far_field_ratio_of_two_levels():
+    spacing = (1.0, 1.0, 2.0)
+    shape = (200, 200, 6)
+    mask = np.zeros(shape, bool)
+    mask[95:106, 95:106, 2:4] = True  # centre (100, 100)
+    volume = np.full(shape, 10.0)
+    x, y = np.meshgrid(np.arange(200) - 100.0, np.arange(200) - 100.0, indexing="ij")
+    volume[(np.sqrt(x**2 + y**2) >= 50.0)[:, :, None].repeat(6, axis=2)] = 3.0
+    assert far_field_ratio(volume, mask, spacing) == pytest.approx(0.3)
+    small = np.zeros((40, 40, 6), bool)
+    small[15:25, 15:25, 2:4] = True
+    assert np.isnan(far_field_ratio(np.ones((40, 40, 6)) + small, small, spacing))  # the ring is outside the FOV
+
+
+def test_nearest_case_skips_missing_features():
+    real = _stats(a=0.0, b=0.0)
+    sims = [_stats(a=5.0, b=0.0), _stats(a=0.0, b=float("nan")), _stats(a=1.0, b=1.0)]
+    assert nearest_case(real, sims, features=("a", "b")) == 1

@@ -1,0 +1,114 @@
+"""Where the simulator's calibrated numbers come from: one row per parameter, rendered into docs/realism.md.
+
+Each entry is ``(parameter, value, source)``. A source is one of
+
+* **anatomy**: published anatomy (textbook descriptions, typical adult male dimensions);
+* **acquisition**: the site table of DESIGN.md section 2 or published MR physics / device facts;
+* **real-case statistic**: an image statistic of ``../shared/data/real_case/Case00`` measured by
+  :mod:`tools.data.realism` (never a segmentation score of any model);
+* **simulator choice**: not calibrated; a plausible value that keeps the sites distinct.
+
+The real case's Dice was never used to choose between variants.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+__all__ = ["CALIBRATION", "VARIANTS", "calibration_markdown", "variants_markdown"]
+
+CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
+    ("body width x depth (`sample_pelvis`)", "about 340-405 x 220-285 mm (5-95th percentiles)",
+     "anatomy: an adult pelvis is about 300-400 mm wide and 200-250 mm deep, so every prostate field of "
+     "view (120-300 mm) cuts the body laterally; measured by `body_cut_lr` in the report"),
+    ("femoral heads, acetabula, pubis, obturator internus, sacrum", "heads 21-26 mm radius at 85-117 mm from "
+     "the midline; bony ring outside a 10-15 mm obturator internus", "anatomy (unchanged from the first simulator)"),
+    ("ischioanal fossae (`fossa_*`)", "fat wedges 30-50 mm wide, 50-76 mm deep, centred 38-55 mm lateral and "
+     "0-15 mm behind the rectum, roof rising laterally", "anatomy: fat-filled spaces posterolateral to the "
+     "rectum, below the levator ani, between obturator internus and gluteus maximus; they fill the "
+     "posterolateral field of view of a real scan (real-case statistic: median intensity 60-80 mm from the "
+     "gland is 0.38 of the gland median; simulated BIDMC 0.23 before, 0.27 after)"),
+    ("levator ani along the gland (`levator_gap`, lateral sling)", "1-3 mm from the gland's anterolateral and "
+     "lateral surface, 4-7 mm thick, below 0.7 of the gland's half height", "anatomy: the levator ani lies "
+     "against the prostate's side, separated by the lateral pelvic fascia and neurovascular bundle; "
+     "real-case statistic: gland-to-shell contrast -0.12 (was -0.83 for simulated BIDMC)"),
+    ("periprostatic veins", "about 16% of the 7 mm shell (was about 31%)", "real-case statistic: the shell "
+     "anterior to the real gland is darker than the gland (sector means -0.03 vs +0.30 std); simulator choice "
+     "of the amount"),
+    ("peripheral zone / central gland T2 levels", "0.6-0.9 / 0.38-0.52 (fat 0.6-1.0 by site, muscle 0.2-0.3)",
+     "acquisition: with TE about 100 ms and published 3T T2 (fat about 133 ms and skeletal muscle about 32 ms, "
+     "Gold et al., AJR 2004; healthy peripheral zone longer than transition zone, about 100-150 vs 80-100 ms in "
+     "prostate T2-mapping studies), exp(-TE/T2) puts the central gland at about 0.6 of fat and the peripheral "
+     "zone near fat; real-case statistic: gland mean 0.88 std above the volume mean"),
+    ("muscle level", "0.2-0.3 (was 0.16-0.24)", "real-case statistic: lower quartile of intensities 60-80 mm "
+     "from the gland is 0.23 of the gland median (muscle); pure T2 decay would make muscle darker, so the "
+     "image statistic wins"),
+    ("texture amplitudes (1 mm field)", "fat 10%, peripheral zone 18%, central gland 0.08 (were 5%, 10%, 0.04)",
+     "real-case statistic: texture-spectrum slope -2.78 over 0.03-0.15 cycles/mm (simulated BIDMC was -3.31)"),
+    ("endorectal coil loop position (`COIL_ANTERIOR_FRACTION`)", "0.6 of the balloon's half depth in front of "
+     "its centre (was 0.3)", "acquisition: the receive loop of an inflatable endorectal coil faces the "
+     "prostate; real-case statistic: coil-bias gradient 2.05 std"),
+    ("BIDMC coil gain / fall-off", "20-45 / 9-13 mm (were 15-30 / 13-17 mm)", "real-case statistics of the "
+     "normalised histogram (q99 4.18, skewness 5.57) and the coil-bias gradient (2.05), from the sweeps in the "
+     "variants table on six simulated BIDMC cases (the real case is most likely PROMISE12 BIDMC Case00)"),
+    ("BMC / HK coil gain / fall-off", "15-35 / 10-14 mm and 12-30 / 11-17 mm", "simulator choice: BIDMC's "
+     "change applied to the other coil sites so that their order (BMC and HK flatter than BIDMC) is kept; no "
+     "real case of these sites"),
+    ("fields of view, slice thickness, field strength, coil presence, orientation, voxel type",
+     "per site, `tools/data/synthesis/sites.py`", "acquisition: DESIGN.md section 2 (MS-Net site table); fields "
+     "of view are the simulator's choice around the native spacing"),
+)
+
+
+VARIANT_COLUMNS = ("q01", "q50", "q99", "skewness", "W1", "contrast", "slope", "coil gradient", "verdict")
+
+# Simulated BIDMC (6 cases, seed 0, 96x96), median over cases, against the real case (first row). Rows "v..."
+# were measured on the whole collection with `python -m tools.data realism`, the sweeps on BIDMC alone with
+# the same functions. Chosen by these image statistics only.
+VARIANTS: Tuple[Tuple[str, str], ...] = (
+    ("real case", "-0.84 | -0.30 | 4.18 | 5.57 | 0 | -0.12 | -2.78 | 2.05 | target"),
+    ("v0: simulator at 2c32a3b", "-0.69 | -0.45 | 4.22 | 3.78 | 0.108 | -0.83 | -3.31 | 1.90 | baseline"),
+    ("v1: + levator ani along the gland's sides, sparser veins", "-0.69 | -0.45 | 4.23 | 3.88 | 0.103 | -0.55 "
+     "| -3.08 | 1.76 | kept (contrast)"),
+    ("v2: + zone levels from T2 ratios, stronger 1 mm textures", "-0.69 | -0.45 | 4.24 | 3.89 | 0.103 | -0.36 "
+     "| -3.02 | 1.86 | kept (contrast, slope)"),
+    ("v3: + ischioanal fossae", "-0.80 | -0.36 | 4.03 | 3.39 | 0.141 | -0.29 | -2.98 | 1.52 | kept (anatomy; the "
+     "60-80 mm surroundings moved towards the real case), although W1 and the coil gradient got worse"),
+    ("v4: + levator anterolateral, muscle 0.2-0.3, coil gain 30-60 / fall-off 9-13 mm", "-0.73 | -0.32 | 4.02 "
+     "| 5.44 | 0.084 | -0.16 | -2.84 | 1.41 | kept (W1, skewness, contrast)"),
+    ("sweep at v3 + muscle 0.2-0.3, gain / fall-off 15-30 / 13-17 mm (v3's)", "-0.82 | -0.36 | 4.05 | 3.47 "
+     "| 0.13 | -0.32 | n/a | 1.52 | skewness low"),
+    ("same, gain / fall-off 30-60 / 9-13 mm", "-0.73 | -0.32 | 4.05 | 5.35 | 0.08 | -0.35 | n/a | 1.49 | "
+     "chosen, became v4"),
+    ("same, gain / fall-off 40-80 / 7-10 mm", "-0.74 | -0.29 | 3.84 | 7.05 | 0.11 | -0.36 | n/a | 1.34 "
+     "| rejected (skewness overshoots)"),
+    ("same, gain / fall-off 25-50 / 11-15 mm", "-0.72 | -0.34 | 4.18 | 4.49 | 0.08 | -0.33 | n/a | 1.56 "
+     "| rejected (skewness low)"),
+    ("v4 with the coil loop at 0.75 of the balloon half depth (v4: 0.3)", "-0.55 | -0.30 | 4.43 | 6.09 | 0.12 | -0.16 | n/a | 2.08 | "
+     "rejected (q01, W1)"),
+    ("v4 with the coil loop at 0.6", "-0.60 | -0.31 | 4.35 | 6.11 | 0.09 | -0.22 | n/a | 1.87 | "
+     "rejected (q01, q99, skewness overshoot)"),
+    ("v4 with the coil loop at 0.6, gain 20-40 / 11-15 mm", "-0.67 | -0.34 | 4.41 | 4.89 | 0.08 | -0.17 | n/a | 1.89 | "
+     "rejected (q99, skewness)"),
+    ("v5: coil loop at 0.6, gain 20-45 / 9-13 mm", "-0.69 | -0.32 | 4.28 | 5.87 | 0.082 | -0.22 | -2.95 | 1.80 "
+     "| kept"),
+    ("v5 with a two-conductor loop (+-0.5 balloon half width)", "-0.75 | -0.35 | 4.60 | 4.06 | 0.09 "
+     "| -0.21 | n/a | 1.58 | rejected (q99, skewness, coil gradient; gain 25-55 alike: 4.67, 4.19, 1.64)"),
+    ("final: v5 + posterior body depth 5-20 mm behind the sacrum (pelvis 220-285 mm deep)", "-0.69 | -0.32 | 4.27 "
+     "| 5.88 | 0.083 | -0.22 | -2.95 | 1.80 | kept (anatomy)"),
+)
+
+
+def variants_markdown() -> str:
+    """:data:`VARIANTS` as a markdown table."""
+    lines = ["| variant (simulated BIDMC) | " + " | ".join(VARIANT_COLUMNS) + " |",
+             "|---|" + "---|" * len(VARIANT_COLUMNS)]
+    lines += [f"| {name} | {values} |" for name, values in VARIANTS]
+    return "\n".join(lines) + "\n"
+
+
+def calibration_markdown() -> str:
+    """:data:`CALIBRATION` as a markdown table."""
+    lines = ["| parameter | value | source |", "|---|---|---|"]
+    lines += [f"| {p} | {v} | {s} |" for p, v, s in CALIBRATION]
+    return "\n".join(lines) + "\n"
