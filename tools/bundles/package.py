@@ -35,8 +35,8 @@ VENDORED = ("custom_nets", "custom_losses", "tools/__init__.py", "tools/cli.py",
 """What ``scripts/`` holds, relative to the repository root (folders are copied whole, without caches)."""
 
 RUNTIME_PACKAGES = ("nibabel", "itk", "scipy", "scikit-image", "pytorch-ignite", "tensorboard", "pyyaml", "fire", "tqdm")
-"""Packages the vendored code and MONAI's bundle runner import (scikit-image: MONAI's largest-component transform), beside torch, monai and numpy (pinned in
-``metadata.json`` at the versions installed where the package is built)."""
+"""Packages the vendored code and MONAI's bundle runner import, beside torch, monai and numpy (scikit-image: MONAI's
+largest-component transform), pinned in ``metadata.json`` at the versions installed where the package is built."""
 OPTIONAL_PACKAGES = ("onnxruntime",)
 """Only ``configs/inference_onnx.yaml`` needs these."""
 
