@@ -148,8 +148,9 @@ def geometry_transforms(
     * ``in_plane_mode="spacing"`` (nnU-Net, TAPS): ``Spacingd`` to ``(sx, sy, keep)`` mm (``pixel_spacing_mm``;
       the slice spacing and the slice positions are the file's, so the slices are not interpolated), then
       ``ResizeWithPadOrCropd`` to ``(H, W, -1)``: a centred window of ``H sx`` by ``W sy`` mm, cropped where the
-      field of view is larger and zero-padded where it is smaller (before normalisation, so 0 is "no signal";
-      the extra voxel of an odd difference goes to the end). The pixel size is the same for every scan.
+      field of view is larger and zero-padded where it is smaller (before normalisation, so 0 is "no signal").
+      The window's centre is voxel ``N // 2`` of the resampled plane: with an odd difference the extra padded
+      voxel goes at the end, the extra cropped voxel comes off the start. The pixel size is the same for every scan.
 
     ``image_key`` is interpolated bilinearly, every other key nearest. Both modes are invertible (``Invertd``).
 
@@ -157,12 +158,12 @@ def geometry_transforms(
         ValueError: naming the key, for an unknown ``in_plane_mode`` or a bad ``image_size`` / ``pixel_spacing_mm``.
     """
     height, width = in_plane_size(image_size)
+    sx, sy = in_plane_spacing(pixel_spacing_mm)  # checked in both modes: a typo fails whichever mode is on
     keys = list(keys)
     modes = ["bilinear" if k == image_key else "nearest" for k in keys]
     if in_plane_mode == "resize":
         return [Resized(keys=keys, spatial_size=(height, width, -1), mode=modes)]
     if in_plane_mode == "spacing":
-        sx, sy = in_plane_spacing(pixel_spacing_mm)
         return [
             Spacingd(keys=keys, pixdim=(sx, sy, -1.0), mode=modes, padding_mode="zeros"),
             ResizeWithPadOrCropd(keys=keys, spatial_size=(height, width, -1), mode="constant", value=0),
@@ -192,12 +193,12 @@ def intensity_transforms(
     Raises:
         ValueError: naming the key, for an unknown ``intensity_norm`` or bad ``intensity_percentiles``.
     """
+    lower, upper = _percentiles(intensity_percentiles)  # checked for every norm: a typo fails whichever is on
     if intensity_norm == "zscore":
         return [NormalizeIntensityd(keys=image_key, nonzero=False, channel_wise=True)]
     if intensity_norm == "nonzero":
         return [NormalizeIntensityd(keys=image_key, nonzero=True, channel_wise=True)]
     if intensity_norm == "percentile":
-        lower, upper = _percentiles(intensity_percentiles)
         return [
             ClipIntensityPercentilesd(keys=image_key, lower=lower, upper=upper, channel_wise=True),
             NormalizeIntensityd(keys=image_key, nonzero=False, channel_wise=True),

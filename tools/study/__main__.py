@@ -23,6 +23,7 @@ import fire
 
 from .dataset import prepare_data
 from .plan import make_plan, resolve_modules, resolve_networks, resolve_seeds, resolve_sites
+from .real_case import check_real_case
 from .report import StudyInfo, write_outputs
 from .runner import Settings, evaluate_command, execute, parse_overrides, shell_text, train_command
 
@@ -79,6 +80,7 @@ def run(
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
     print(f"study: {len(plan)} run(s) into {out_dir}", flush=True)
     outcomes = execute(plan, settings, progress=progress)
+    real_case = check_real_case(plan, outcomes, settings)  # every model on ../shared/data/real_case, TAPS beside
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         data=data_text, teachers=teachers, students=students, sites=sites,
@@ -86,11 +88,12 @@ def run(
     )
     info.wall_seconds = time.perf_counter() - start
     info.load_end = _load()
-    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models)
+    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models, real_case=real_case)
     print()
     print(written["table2"].read_text())
     if "table4" in written:
         print(written["table4"].read_text())
+    print(written["real_case"].read_text())
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
         print(f"FAILED {o.run.key}: {o.message}; log: {o.log}")
