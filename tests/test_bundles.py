@@ -1057,8 +1057,8 @@ def test_inference_with_each_preprocessing_option_on_the_real_case(real_case_dir
         intensity_norm=intensity_norm,
     )
     names = [type(t).__name__ for t in wf.parser.get_parsed_content("preprocessing").transforms]
-    expected = {"spacing": ["Spacingd", "ResizeWithPadOrCropd"], "resize": ["Resized"]}[in_plane_mode]
-    assert [n for n in names if n in ("Spacingd", "ResizeWithPadOrCropd", "Resized")] == expected
+    expected = {"spacing": ["InPlaneSpacingd", "ResizeWithPadOrCropd"], "resize": ["Resized"]}[in_plane_mode]
+    assert [n for n in names if n in ("InPlaneSpacingd", "ResizeWithPadOrCropd", "Resized")] == expected
     assert ("ClipIntensityPercentilesd" in names) == (intensity_norm == "percentile")
     _check_mask(out / "Case00_seg.nii.gz", real_case_dir / "Case00.nii.gz")
 

@@ -411,3 +411,25 @@ def test_real_case_at_the_cpu_profiles_spacing(real_case_dir):
     assert (rows.min().item(), rows.max().item()) == (13, 82)
     foreground = RandSliceSampled(keys="label").foreground_slices(out["label"])
     assert torch.nonzero(foreground).flatten().tolist() == list(range(16, 50))
+
+
+def test_in_plane_spacing_keeps_entries_that_are_not_metadata_dicts():
+    """MONAI Label's pre-transforms carry ``image_path`` (a string) beside ``image``; MONAI's ``Spacingd`` treats
+    every ``image_*`` entry as a metadata dict and raised on it. InPlaneSpacingd leaves it as it was, and its
+    inverse restores the input grid."""
+    from monai.transforms import Spacingd
+
+    from tools.data.transforms import InPlaneSpacingd
+
+    data = dict(ramp_volume(), image_path="/studies/case0.nii.gz")
+    data["image"].meta["filename_or_obj"] = "/studies/case0.nii.gz"  # Spacingd's update needs a NIfTI name
+    with pytest.raises(AttributeError, match="update"):
+        Spacingd(keys="image", pixdim=(2.0, 2.0, -1.0))(dict(data))
+    transform = InPlaneSpacingd(keys="image", pixel_spacing_mm=2.0)
+    out = transform(dict(data))
+    assert out["image_path"] == "/studies/case0.nii.gz" and out["image"].shape == (1, 20, 18, 10)
+    back = transform.inverse(out)["image"]
+    assert back.shape == (1, 40, 36, 10) and torch.allclose(back.affine, data["image"].affine)
+    assert torch.allclose(back[0, ::2, ::2], data["image"][0, ::2, ::2], atol=1e-4)
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        InPlaneSpacingd(keys="image", pixel_spacing_mm=0.0)

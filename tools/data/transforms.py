@@ -5,7 +5,7 @@ The training chain has two parts (DESIGN.md section 2):
 * a deterministic 3D preprocessing, cacheable by :class:`monai.data.CacheDataset`:
   ``LoadImaged -> MergeZonesd -> Orientationd -> in-plane geometry -> intensity normalisation -> EnsureTyped``,
   where the in-plane geometry is ``Resized (S, S, -1)`` (the paper's, ``in_plane_mode="resize"``) or
-  ``Spacingd (s, s, keep) -> ResizeWithPadOrCropd (S, S, -1)`` (``in_plane_mode="spacing"``, as nnU-Net and
+  ``InPlaneSpacingd (s, s, keep) -> ResizeWithPadOrCropd (S, S, -1)`` (``in_plane_mode="spacing"``, as nnU-Net and
   TAPS), and the normalisation a z-score over all voxels, over the nonzero voxels, or after clipping to
   percentiles (``intensity_norm``; see :func:`geometry_transforms` and :func:`intensity_transforms`);
 * a random 2D part: :class:`RandSliceSampled` draws ``num_samples`` axial slices of the cached volume,
@@ -58,6 +58,7 @@ from monai.transforms.traits import MultiSampleTrait
 __all__ = [
     "IN_PLANE_MODES",
     "INTENSITY_NORMS",
+    "InPlaneSpacingd",
     "MergeZonesd",
     "RandSliceSampled",
     "in_plane_size",
@@ -134,6 +135,44 @@ def _percentiles(intensity_percentiles: Sequence[float]) -> tuple[float, float]:
     return lower, upper
 
 
+class InPlaneSpacingd(Spacingd):
+    """Resample the axial plane of ``(C, X, Y, Z)`` volumes to ``(sx, sy)`` mm, keeping the slices.
+
+    MONAI's ``Spacingd`` with ``pixdim=(sx, sy, -1)`` (a non-positive entry keeps the file's spacing along that
+    axis), so the output's voxel centres start at the input's first one, the slices are neither moved nor
+    interpolated, and ``Invertd`` restores the input grid. One difference: ``Spacingd`` updates every entry
+    named ``<key>_*`` as if it were a metadata dict, and MONAI Label's pre-transforms carry ``image_path``, a
+    string, which made it raise ``AttributeError: 'str' object has no attribute 'update'``; here such non-dict
+    entries are set aside during the call and put back unchanged.
+
+    Args:
+        keys: keys of the volumes.
+        pixel_spacing_mm: ``s`` or ``(sx, sy)`` in mm (:func:`in_plane_spacing`).
+        mode: interpolation per key (``bilinear`` for images, ``nearest`` for labels).
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        pixel_spacing_mm: float | Sequence[float],
+        mode: str | Sequence[str] = "bilinear",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        sx, sy = in_plane_spacing(pixel_spacing_mm)
+        super().__init__(
+            keys, pixdim=(sx, sy, -1.0), mode=mode, padding_mode="zeros", allow_missing_keys=allow_missing_keys
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {k: d.pop(k) for k in list(d) if str(k).startswith(prefixes) and not isinstance(d[k], Mapping)}
+        d = dict(super().__call__(d, lazy=lazy))
+        d.update(aside)
+        return d
+
+
 def geometry_transforms(
     keys: Sequence[str],
     image_key: str,
@@ -145,7 +184,7 @@ def geometry_transforms(
 
     * ``in_plane_mode="resize"`` (the paper): ``Resized`` to ``(H, W, -1)``, whatever the field of view, so the
       pixel size is ``FOV_x / H`` by ``FOV_y / W`` and varies with the acquisition;
-    * ``in_plane_mode="spacing"`` (nnU-Net, TAPS): ``Spacingd`` to ``(sx, sy, keep)`` mm (``pixel_spacing_mm``;
+    * ``in_plane_mode="spacing"`` (nnU-Net, TAPS): :class:`InPlaneSpacingd` to ``(sx, sy, keep)`` mm (``pixel_spacing_mm``;
       the slice spacing and the slice positions are the file's, so the slices are not interpolated), then
       ``ResizeWithPadOrCropd`` to ``(H, W, -1)``: a centred window of ``H sx`` by ``W sy`` mm, cropped where the
       field of view is larger and zero-padded where it is smaller (before normalisation, so 0 is "no signal").
@@ -165,7 +204,7 @@ def geometry_transforms(
         return [Resized(keys=keys, spatial_size=(height, width, -1), mode=modes)]
     if in_plane_mode == "spacing":
         return [
-            Spacingd(keys=keys, pixdim=(sx, sy, -1.0), mode=modes, padding_mode="zeros"),
+            InPlaneSpacingd(keys=keys, pixel_spacing_mm=(sx, sy), mode=modes),
             ResizeWithPadOrCropd(keys=keys, spatial_size=(height, width, -1), mode="constant", value=0),
         ]
     raise ValueError(f"in_plane_mode must be one of {list(IN_PLANE_MODES)}, got {in_plane_mode!r}.")
@@ -379,7 +418,7 @@ def preprocessing_transforms(
 
     ``LoadImaged`` (channel first, float32; metadata in the MetaTensor) -> ``MergeZonesd`` on ``label_key``
     -> ``Orientationd(axcodes)`` -> the in-plane geometry of :func:`geometry_transforms` (``in_plane_mode``:
-    ``Resized`` to ``(H, W, -1)``, or ``Spacingd`` to ``pixel_spacing_mm`` then ``ResizeWithPadOrCropd`` to
+    ``Resized`` to ``(H, W, -1)``, or ``InPlaneSpacingd`` to ``pixel_spacing_mm`` then ``ResizeWithPadOrCropd`` to
     ``(H, W, -1)``; the slices are kept; bilinear for ``image_key``, nearest for every other key) -> the
     normalisation of :func:`intensity_transforms` on ``image_key`` (``intensity_norm``: z-score over the
     volume, over its nonzero voxels, or after clipping to ``intensity_percentiles``) -> ``EnsureTyped``.
