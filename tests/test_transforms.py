@@ -357,6 +357,7 @@ def test_percentile_zscore_clips_then_zscores():
         ({"intensity_norm": "percentile", "intensity_percentiles": (99.5, 0.5)}, "intensity_percentiles"),
         ({"intensity_percentiles": (0.0, 101.0)}, "intensity_percentiles"),
         ({"intensity_percentiles": 99.5}, "intensity_percentiles"),
+        ({"intensity_percentiles": "19"}, "intensity_percentiles"),
     ],
 )
 def test_bad_preprocessing_options_fail_naming_the_key(kwargs, key):

@@ -125,7 +125,7 @@ def in_plane_spacing(pixel_spacing_mm: float | Sequence[float]) -> tuple[float, 
 def _percentiles(intensity_percentiles: Sequence[float]) -> tuple[float, float]:
     try:
         lower, upper = (float(p) for p in intensity_percentiles)
-        ok = 0.0 <= lower < upper <= 100.0
+        ok = not isinstance(intensity_percentiles, str) and 0.0 <= lower < upper <= 100.0
     except (TypeError, ValueError):
         ok = False
     if not ok:
