@@ -999,3 +999,69 @@ def test_verify_net_in_out(bundle, tmp_path):
         pred = network(torch.rand(1, inputs["num_channels"], *inputs["spatial_shape"]))
     assert tuple(pred.shape) == (1, outputs["num_channels"], *outputs["spatial_shape"])
     assert pred.dtype == getattr(torch, outputs["dtype"])
+
+
+# ---------------------------------------------------------------------------------- preprocessing options
+
+
+PREPROCESSING_OPTIONS = [("spacing", "zscore"), ("spacing", "percentile"), ("resize", "nonzero")]
+
+
+@pytest.mark.parametrize("in_plane_mode, intensity_norm", PREPROCESSING_OPTIONS)
+def test_inference_with_each_preprocessing_option_on_the_real_case(real_case_dir, in_plane_mode, intensity_norm, tmp_path):
+    """inference.yaml + profile_cpu.yaml (as the study runs it) with the options of docs/preprocessing.md: the
+    mask has the real case's shape and affine. Untrained weights: this checks the geometry, not the accuracy."""
+    root = copy_bundle(FAST_STUDENT, tmp_path)
+    (root / "models").mkdir()
+    torch.save(network_from_config(FAST_STUDENT).state_dict(), str(root / "models" / "model.pt"))
+    out = tmp_path / "masks"
+    wf = run_workflow(
+        [configs(FAST_STUDENT) / "inference.yaml", configs(FAST_STUDENT) / "profile_cpu.yaml"],
+        "run",
+        bundle_root=str(root),
+        input=str(real_case_dir / "Case00.nii.gz"),
+        output_dir=str(out),
+        in_plane_mode=in_plane_mode,
+        intensity_norm=intensity_norm,
+    )
+    names = [type(t).__name__ for t in wf.parser.get_parsed_content("preprocessing").transforms]
+    expected = {"spacing": ["InPlaneSpacingd", "ResizeWithPadOrCropd"], "resize": ["Resized"]}[in_plane_mode]
+    assert [n for n in names if n in ("InPlaneSpacingd", "ResizeWithPadOrCropd", "Resized")] == expected
+    assert ("ClipIntensityPercentilesd" in names) == (intensity_norm == "percentile")
+    _check_mask(out / "Case00_seg.nii.gz", real_case_dir / "Case00.nii.gz")
+
+
+def test_training_and_evaluation_at_a_fixed_spacing_with_percentile_zscore(dataset_dir, tmp_path):
+    """One tiny epoch of train.yaml in the spacing mode (32 px at 6 mm: the 192 mm window) with the percentile
+    z-score, then evaluate.yaml with the same keys: validation ran, and the per-case Dice of the unseen site is
+    computed on masks back in the files' geometry (VolumeMetric checks the affines)."""
+    root = copy_bundle(FAST_STUDENT, tmp_path)
+    overrides = run_overrides(FAST_STUDENT, dataset_dir, root, in_plane_mode="spacing", pixel_spacing_mm=6.0,
+                              intensity_norm="percentile")
+    overrides.pop("teacher_width")
+    wf = run_workflow([configs(FAST_STUDENT) / "train.yaml"], "training", **overrides)
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert tuple(batch["image"].shape[1:]) == (1, 32, 32)
+    assert np.allclose(np.linalg.norm(batch["image"].affine[0, :2, :2].numpy(), axis=0), [6.0, 6.0])
+    assert (root / "models" / "model.pt").is_file()
+    out = tmp_path / "eval"
+    run_workflow([configs(FAST_STUDENT) / "train.yaml", configs(FAST_STUDENT) / "evaluate.yaml"], "evaluating",
+                 **overrides, output_dir=str(out))
+    raw = read_raw_csv(out / "test_dice_raw.csv")
+    assert raw and all(0.0 <= v <= 1.0 for v in raw.values())
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("in_plane_mode", "crop"), ("pixel_spacing_mm", -2.0), ("intensity_norm", "minmax"), ("intensity_percentiles", [99, 1])],
+)
+def test_a_bad_preprocessing_value_fails_naming_the_key(key, value):
+    for name, target in (("train.yaml", "train#preprocessing"), ("train.yaml", "validate#preprocessing"),
+                         ("inference.yaml", "preprocessing")):
+        parser = ConfigParser()
+        parser.read_config(str(configs(CLI_STUDENT) / name))
+        parser[key] = value
+        with pytest.raises(Exception) as raised:
+            parser.get_parsed_content(target)
+        cause = exception_in_chain(raised.value, ValueError)
+        assert cause is not None and str(cause).startswith(f"{key} must be") and "\n" not in str(cause), (name, raised.value)

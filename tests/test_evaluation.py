@@ -163,17 +163,29 @@ def one_hot_logits(label):
     return torch.cat([1 - label, label]).float() * 10.0
 
 
+# the preprocessing options of docs/preprocessing.md: the paper's resize; a fixed in-plane spacing of half the
+# file's (0.35 x 0.3 mm: 79 x 71 voxel centres) padded to the 80 x 72 window, or cropped to a 64 x 60 window that
+# still holds the gland (the inverted crop is zero probability, i.e. background, outside the window)
+GEOMETRIES = {
+    "resize": ((80, 72), {}),
+    "spacing-pad": ((80, 72), {"in_plane_mode": "spacing", "pixel_spacing_mm": (0.35, 0.3), "intensity_norm": "nonzero"}),
+    "spacing-crop": ((64, 60), {"in_plane_mode": "spacing", "pixel_spacing_mm": (0.35, 0.3), "intensity_norm": "percentile"}),
+}
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
 @pytest.mark.parametrize("invert_probabilities", [True, False])
-def test_prediction_returns_to_the_file_geometry(tmp_path, invert_probabilities):
+def test_prediction_returns_to_the_file_geometry(tmp_path, invert_probabilities, geometry):
     """Round trip: the label in the network grid, used as the prediction, comes back as the file's mask."""
     item, mask = write_case(tmp_path)
-    preprocessing = evaluation_preprocessing((80, 72))
+    size, options = GEOMETRIES[geometry]
+    preprocessing = evaluation_preprocessing(size, **options)
     data = preprocessing(item)
-    assert data["image"].shape == (1, 80, 72, 10) and data["label"].shape == (1, *SHAPE)
-    network_grid_label = preprocessing_transforms((80, 72))(item)["label"]
+    assert data["image"].shape == (1, *size, 10) and data["label"].shape == (1, *SHAPE)
+    network_grid_label = preprocessing_transforms(size, **options)(item)["label"]
     data["pred"] = one_hot_logits(network_grid_label.as_tensor())
     # an isolated false positive far from the gland, removed by the largest-component step
-    data["pred"][:, 75, 2, 0] = torch.tensor([0.0, 10.0])
+    data["pred"][:, size[0] - 5, 2, 0] = torch.tensor([0.0, 10.0])
     out_dir = tmp_path / "predictions"
     result = evaluation_postprocessing(
         preprocessing, invert_probabilities=invert_probabilities, output_dir=str(out_dir)
@@ -229,3 +241,32 @@ def test_real_case_round_trip(real_case_dir, tmp_path, image_size, invert_probab
     assert np.allclose(result["pred"].affine.numpy(), reference.affine, atol=1e-5)
     assert np.array_equal(result["pred"][0].numpy(), np.asarray(reference.dataobj) > 0)
     assert voxel_spacing(result["label"].affine) == pytest.approx(reference.header.get_zooms(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "pixel_spacing_mm, image_size, exact",
+    [
+        (0.546875, 256, True),  # half the file's 1.09375 mm: 255 voxel centres padded to 256, exact
+        (0.8, 160, True),  # TAPS's in-plane spacing: 175 x 175 centres cropped to 160 (128 mm), the gland inside
+        (2.0, 96, False),  # the CPU profile's: 70 x 70 centres padded to 96; coarser than the file, not exact
+    ],
+)
+def test_real_case_round_trip_at_a_fixed_spacing(real_case_dir, pixel_spacing_mm, image_size, exact):
+    """The real LPS case through the spacing mode and back: the file's shape and affine always; the mask exactly
+    when the network grid is at least as fine as the file's, else a Dice the resampling alone costs."""
+    item = {"image": str(real_case_dir / "Case00.nii.gz"), "label": str(real_case_dir / "Case00_segmentation.nii.gz")}
+    reference = nib.load(item["label"])
+    options = {"in_plane_mode": "spacing", "pixel_spacing_mm": pixel_spacing_mm, "intensity_norm": "percentile"}
+    preprocessing = evaluation_preprocessing(image_size, **options)
+    data = preprocessing(item)
+    assert data["image"].shape == (1, image_size, image_size, 64)
+    assert np.allclose(np.linalg.norm(data["image"].affine.numpy()[:3, :3], axis=0)[:2], pixel_spacing_mm)
+    data["pred"] = one_hot_logits(preprocessing_transforms(image_size, **options)(item)["label"].as_tensor())
+    result = evaluation_postprocessing(preprocessing)(data)
+    assert result["pred"].shape == (1, *reference.shape)
+    assert np.allclose(result["pred"].affine.numpy(), reference.affine, atol=1e-5)
+    truth = np.asarray(reference.dataobj) > 0
+    if exact:
+        assert np.array_equal(result["pred"][0].numpy(), truth)
+    else:
+        assert volume_metrics(result["pred"], truth, voxel_spacing(reference.affine))["dice"] > 0.95

@@ -150,8 +150,22 @@ def test_server_start_failure_reports_log(student_copy, tmp_path):
         mla.start_server(app, tmp_path / "studies", models=BUNDLE.name, timeout=120)
 
 
-def test_monailabel_serves_student_bundle(student, tmp_path):
-    """case0 from the studies folder by id, case1 uploaded with the request; both as `monai.bundle run` gives them."""
+#: preprocessing keys written into the served copy's inference.yaml (docs/preprocessing.md); {} = as committed
+PREPROCESSING = {"committed": {}, "spacing-percentile": {"in_plane_mode": "spacing", "intensity_norm": "percentile"}}
+
+
+@pytest.mark.parametrize("preprocessing", list(PREPROCESSING))
+def test_monailabel_serves_student_bundle(student, tmp_path, preprocessing):
+    """case0 from the studies folder by id, case1 uploaded with the request; both as `monai.bundle run` gives them,
+    with the committed preprocessing and with a fixed pixel spacing + percentile z-score set in inference.yaml."""
+    if PREPROCESSING[preprocessing]:
+        student = Path(shutil.copytree(student, tmp_path / "bundle" / BUNDLE.name))
+        config = student / "configs" / "inference.yaml"
+        text = config.read_text()
+        for key, value in PREPROCESSING[preprocessing].items():
+            assert text.count(f"\n{key}: ") == 1, key
+            text = re.sub(rf"\n{key}: .*\n", f"\n{key}: {value}\n", text)
+        config.write_text(text)
     cases = synthetic_cases(tmp_path / "cases")
     studies = tmp_path / "studies"
     studies.mkdir()

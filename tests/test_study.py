@@ -461,6 +461,8 @@ def test_end_to_end_tiny(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "| ENet w/ DeepLabV3+ |" in result.stdout  # the table is printed at the end
+    assert "The real case: a sanity check, not a benchmark" in result.stdout  # every model on ../shared/data/real_case
+    assert (out / "real_case.md").is_file() and (out / "real_case.csv").is_file()
     with open(out / "table2.csv") as f:
         cells = list(csv.DictReader(f))
     assert [c["status"] for c in cells] == ["done"] * 3

@@ -1,4 +1,5 @@
-"""Training transforms: geometry, z-score, zone merge, slice sampling, caching, augmentation wiring."""
+"""Training transforms: geometry (resize or fixed spacing), intensity normalisation, zone merge, slice sampling,
+caching, augmentation wiring."""
 
 import nibabel as nib
 import numpy as np
@@ -8,6 +9,9 @@ from monai.data import CacheDataset, DataLoader, MetaTensor, list_data_collate
 
 from tools.data.transforms import (
     MergeZonesd,
+    geometry_transforms,
+    in_plane_spacing,
+    intensity_transforms,
     RandSliceSampled,
     augmentation_transforms,
     in_plane_size,
@@ -247,3 +251,186 @@ def test_real_case_preprocessing_and_slice_sampling(real_case_dir):
         sampler = RandSliceSampled(keys=["image", "label"], num_samples=32, background_fraction=fraction)
         sampler.set_random_state(0)
         assert {s["slice_index"] for s in sampler(volume)} <= allowed
+
+
+# ------------------------------------------------------------------ preprocessing options (docs/preprocessing.md)
+
+
+def ramp_volume(shape=(40, 36, 10), spacing=(1.0, 1.0, 3.0)):
+    """A RAS volume (1, X, Y, Z) whose value is the x index (image) and a label that is 1 for x in [10, 20)."""
+    x = torch.arange(shape[0], dtype=torch.float32)[:, None, None].expand(shape).clone()
+    affine = torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64))
+    label = torch.zeros(shape)
+    label[10:20] = 1.0
+    return {"image": MetaTensor(x[None], affine=affine), "label": MetaTensor(label[None], affine=affine.clone())}
+
+
+def apply(transforms, data):
+    for t in transforms:
+        data = t(data)
+    return data
+
+
+def test_spacing_mode_resamples_the_plane_to_the_pixel_spacing_and_keeps_the_slices():
+    """40 x 36 voxels of 1 mm -> 2 mm: voxel centres 0, 2, ..., 38 (20) and 0, 2, ..., 34 (18); the window
+    (20, 18) is exactly that grid, so the image holds the ramp's values at even x and the label is sampled
+    nearest; the 10 slices of 3 mm are untouched."""
+    data = apply(geometry_transforms(["image", "label"], "image", (20, 18), "spacing", 2.0), ramp_volume())
+    assert data["image"].shape == (1, 20, 18, 10) and data["label"].shape == (1, 20, 18, 10)
+    assert np.allclose(np.linalg.norm(data["image"].affine.numpy()[:3, :3], axis=0), [2.0, 2.0, 3.0])
+    assert np.allclose(data["image"].affine.numpy()[:3, 3], [0.0, 0.0, 0.0])  # the first voxel centre stays
+    expected = 2.0 * torch.arange(20, dtype=torch.float32)[:, None, None].expand(20, 18, 10)
+    assert torch.allclose(data["image"][0], expected, atol=1e-4)
+    assert torch.equal(data["label"][0, :, 0, 0], (torch.arange(20) * 2 >= 10).float() * (torch.arange(20) * 2 < 20))
+    # anisotropic pixel spacing (sx, sy): 40 x 36 at 1 mm -> 40 / 4 = 10 x 36 / 3 -> 12 voxels (centres 0..36, 0..33)
+    data = apply(geometry_transforms(["image"], "image", (10, 12), "spacing", (4.0, 3.0)), ramp_volume())
+    assert data["image"].shape == (1, 10, 12, 10)
+    assert np.allclose(np.linalg.norm(data["image"].affine.numpy()[:3, :3], axis=0), [4.0, 3.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    "size, first, last, zeros_before, zeros_after",
+    [
+        (16, 4.0, 34.0, 0, 0),  # 20 -> 16: 2 voxels cropped on each side (x = 4 ... 34)
+        (24, 0.0, 38.0, 2, 2),  # 20 -> 24: 2 zeros padded on each side
+        (23, 0.0, 38.0, 1, 2),  # 20 -> 23: the odd voxel of padding goes to the end
+        (17, 4.0, 36.0, 0, 0),  # 20 -> 17: the odd cropped voxel comes off the start (2 there, 1 at the end)
+    ],
+)
+def test_spacing_mode_crops_or_pads_a_centred_window(size, first, last, zeros_before, zeros_after):
+    data = apply(geometry_transforms(["image"], "image", (size, 18), "spacing", 2.0), ramp_volume())
+    line = data["image"][0, :, 0, 0]
+    assert line.shape == (size,)
+    inside = line[zeros_before : size - zeros_after]
+    assert torch.all(line[:zeros_before] == 0) and torch.all(line[size - zeros_after :] == 0)
+    assert inside[0].item() == pytest.approx(first) and inside[-1].item() == pytest.approx(last)
+    assert torch.allclose(inside[1:] - inside[:-1], torch.full((len(inside) - 1,), 2.0), atol=1e-4)
+
+
+def test_resize_mode_is_the_papers_resize_whatever_the_spacing():
+    data = apply(geometry_transforms(["image"], "image", (80, 72), "resize", 2.0), ramp_volume())
+    assert data["image"].shape == (1, 80, 72, 10)
+    assert np.allclose(np.linalg.norm(data["image"].affine.numpy()[:3, :3], axis=0), [0.5, 0.5, 3.0])
+
+
+def test_nonzero_zscore_ignores_zeros():
+    """Nonzero voxels (2, 4, 6): mean 4, population std sqrt(8/3); zeros stay 0; more zeros change nothing."""
+    values = torch.tensor([0.0, 0.0, 0.0, 2.0, 4.0, 6.0])
+    out = apply(intensity_transforms("image", "nonzero"), {"image": values.clone().reshape(1, 6, 1, 1)})["image"].flatten()
+    s = (8.0 / 3.0) ** 0.5
+    assert torch.allclose(out, torch.tensor([0.0, 0.0, 0.0, -2.0 / s, 0.0, 2.0 / s]), atol=1e-6)
+    padded = torch.cat([values, torch.zeros(30)]).reshape(1, 36, 1, 1)
+    out_padded = apply(intensity_transforms("image", "nonzero"), {"image": padded})["image"].flatten()
+    assert torch.allclose(out_padded[:6], out, atol=1e-6) and torch.all(out_padded[6:] == 0)
+    plain = apply(intensity_transforms("image", "zscore"), {"image": torch.cat([values, torch.zeros(30)]).reshape(1, 36, 1, 1)})
+    plain = plain["image"].flatten()
+    assert not torch.allclose(plain[:6], out, atol=1e-2), "the plain z-score does count the zeros"
+
+
+def test_percentile_zscore_clips_then_zscores():
+    """0, 1, ..., 99 and one outlier 10000: the 1st / 99th percentiles (linear, numpy's default) are 1 and 99;
+    clipped, the values are z-scored by their own mean and population std, so the outlier no longer sets the scale."""
+    values = np.concatenate([np.arange(100.0), [10000.0]])
+    lower, upper = np.percentile(values, 1.0), np.percentile(values, 99.0)
+    assert (lower, upper) == pytest.approx((1.0, 99.0))
+    clipped = np.clip(values, lower, upper)
+    expected = (clipped - clipped.mean()) / clipped.std()
+    image = torch.tensor(values, dtype=torch.float32).reshape(1, 101, 1, 1)
+    out = apply(intensity_transforms("image", "percentile", (1.0, 99.0)), {"image": image.clone()})["image"].flatten()
+    assert np.allclose(out.numpy(), expected, atol=1e-5)
+    assert out[0].item() == pytest.approx((1.0 - clipped.mean()) / clipped.std(), rel=1e-5)  # 0 clipped up to 1
+    assert out[-1].item() == out[-2].item() == pytest.approx((99.0 - clipped.mean()) / clipped.std(), rel=1e-5)
+    assert out.mean().item() == pytest.approx(0.0, abs=1e-5) and out.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-5)
+    plain = apply(intensity_transforms("image", "zscore"), {"image": image})["image"].flatten()
+    assert plain[:100].std().item() < 0.1 < out[:100].std().item()  # unclipped, the outlier squeezes the rest
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"in_plane_mode": "crop"}, "in_plane_mode"),
+        ({"in_plane_mode": "spacing", "pixel_spacing_mm": 0}, "pixel_spacing_mm"),
+        ({"pixel_spacing_mm": -1.0}, "pixel_spacing_mm"),
+        ({"pixel_spacing_mm": (1.0, 2.0, 3.0)}, "pixel_spacing_mm"),
+        ({"pixel_spacing_mm": "1mm"}, "pixel_spacing_mm"),
+        ({"intensity_norm": "minmax"}, "intensity_norm"),
+        ({"intensity_norm": "percentile", "intensity_percentiles": (99.5, 0.5)}, "intensity_percentiles"),
+        ({"intensity_percentiles": (0.0, 101.0)}, "intensity_percentiles"),
+        ({"intensity_percentiles": 99.5}, "intensity_percentiles"),
+        ({"intensity_percentiles": "19"}, "intensity_percentiles"),
+    ],
+)
+def test_bad_preprocessing_options_fail_naming_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=f"^{key} must be") as raised:
+        preprocessing_transforms(32, **kwargs)
+    assert "\n" not in str(raised.value), "one line"
+    with pytest.raises(ValueError, match=f"^{key} must be"):
+        training_transforms(32, **kwargs)
+
+
+def test_in_plane_spacing():
+    assert in_plane_spacing(0.8) == (0.8, 0.8)
+    assert in_plane_spacing([0.5, 0.6]) == (0.5, 0.6)
+    assert in_plane_spacing(np.float32(2.0)) == (2.0, 2.0)
+    for bad in (True, float("nan"), float("inf"), (1.0,), None):
+        with pytest.raises(ValueError, match="pixel_spacing_mm"):
+            in_plane_spacing(bad)
+
+
+@pytest.mark.parametrize("intensity_norm", ["zscore", "nonzero", "percentile"])
+def test_spacing_mode_on_a_non_square_lps_case(case, intensity_norm):
+    """The LPS case 40 x 36 at 0.7 x 0.6 mm resampled to 0.35 x 0.3 mm (79 x 71 voxel centres) in an 80 x 72
+    window: one zero voxel padded at the end of each axis; the label is the file's mask, flipped to RAS, each
+    voxel a 2 x 2 block; the image is normalised over what the network sees."""
+    item, image, mask = case
+    out = preprocessing_transforms(
+        (80, 72), in_plane_mode="spacing", pixel_spacing_mm=(0.35, 0.3), intensity_norm=intensity_norm
+    )(item)
+    assert out["image"].shape == (1, 80, 72, 10) and out["label"].shape == (1, 80, 72, 10)
+    assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S")
+    assert np.allclose(np.linalg.norm(out["image"].affine.numpy()[:3, :3], axis=0), [0.35, 0.3, 3.0])
+    expected = np.flip(mask > 0, axis=(0, 1)).astype(np.float32)
+    assert torch.equal(out["label"][0, :79:2, :71:2, :], torch.from_numpy(expected.copy()))
+    assert torch.all(out["label"][0, 79] == 0) and torch.all(out["label"][0, :, 71] == 0)
+    values = out["image"].double()
+    if intensity_norm == "nonzero":
+        assert torch.all(values[0, 79] == 0) and torch.all(values[0, :, 71] == 0)  # the padding is not counted
+        inside = values[0, :79, :71]
+        assert abs(inside.mean().item()) < 1e-5 and abs(inside.std(unbiased=False).item() - 1.0) < 1e-5
+    else:
+        assert abs(values.mean().item()) < 1e-5 and abs(values.std(unbiased=False).item() - 1.0) < 1e-5
+
+
+def test_real_case_at_the_cpu_profiles_spacing(real_case_dir):
+    """The real case (128 x 128 at 1.094 mm, 140 mm) at 2 mm: 70 x 70 voxel centres, padded to 96 x 96 (13 zero
+    voxels before, 13 after); slices and gland slices 16..49 kept; nonzero z-score leaves the padding at 0."""
+    item = {"image": str(real_case_dir / "Case00.nii.gz"), "label": str(real_case_dir / "Case00_segmentation.nii.gz")}
+    out = preprocessing_transforms(96, in_plane_mode="spacing", pixel_spacing_mm=2.0, intensity_norm="nonzero")(item)
+    assert out["image"].shape == (1, 96, 96, 64)
+    assert np.allclose(np.linalg.norm(out["image"].affine.numpy()[:3, :3], axis=0), [2.0, 2.0, 1.6160], atol=1e-3)
+    rows = torch.nonzero(out["image"][0].abs().sum(dim=(1, 2)) > 0).flatten()
+    assert (rows.min().item(), rows.max().item()) == (13, 82)
+    foreground = RandSliceSampled(keys="label").foreground_slices(out["label"])
+    assert torch.nonzero(foreground).flatten().tolist() == list(range(16, 50))
+
+
+def test_in_plane_spacing_keeps_entries_that_are_not_metadata_dicts():
+    """MONAI Label's pre-transforms carry ``image_path`` (a string) beside ``image``; MONAI's ``Spacingd`` treats
+    every ``image_*`` entry as a metadata dict and raised on it. InPlaneSpacingd leaves it as it was, and its
+    inverse restores the input grid."""
+    from monai.transforms import Spacingd
+
+    from tools.data.transforms import InPlaneSpacingd
+
+    data = dict(ramp_volume(), image_path="/studies/case0.nii.gz")
+    data["image"].meta["filename_or_obj"] = "/studies/case0.nii.gz"  # Spacingd's update needs a NIfTI name
+    with pytest.raises(AttributeError, match="update"):
+        Spacingd(keys="image", pixdim=(2.0, 2.0, -1.0))(dict(data))
+    transform = InPlaneSpacingd(keys="image", pixel_spacing_mm=2.0)
+    out = transform(dict(data))
+    assert out["image_path"] == "/studies/case0.nii.gz" and out["image"].shape == (1, 20, 18, 10)
+    back = transform.inverse(out)["image"]
+    assert back.shape == (1, 40, 36, 10) and torch.allclose(back.affine, data["image"].affine)
+    assert torch.allclose(back[0, ::2, ::2], data["image"][0, ::2, ::2], atol=1e-4)
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        InPlaneSpacingd(keys="image", pixel_spacing_mm=0.0)

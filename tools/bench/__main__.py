@@ -10,6 +10,10 @@
 * ``python -m tools.bench distill [--profile paper,cpu] [--size S] [--batch B] [--student ENet]
   [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]``:
   the cost of a distillation step against a plain student step; writes ``distill_cost.md``/``.csv``.
+* ``python -m tools.bench preprocessing [--work-dir results/preprocessing] [--data synthetic] [--site BIDMC]
+  [--threads 1] [--out-dir results]``: the ENet student without distillation trained through its bundle at the CPU
+  profile for each ``in_plane_mode`` x ``intensity_norm``; source-site validation, unseen-site and real-case Dice;
+  writes ``preprocessing.md``/``.csv`` (docs/preprocessing.md).
 """
 
 import os
@@ -163,6 +167,33 @@ def distill(
     print(f"wrote {md_path} and {csv_path}")
 
 
+def preprocessing(
+    work_dir: str = "results/preprocessing",
+    data: str = "synthetic",
+    site: str = "BIDMC",
+    seed: int = 0,
+    bundle: str = "prostate_mri_enet_student",
+    threads: int | None = 1,
+    out_dir: str = "results",
+) -> None:
+    """Each preprocessing option through ``bundle`` at the CPU profile (tools/bench/preprocessing.py); resumable.
+
+    ``data``: the six-site collection, or ``synthetic`` (the study's simulated sites, made once in ``work_dir/data``).
+    """
+    from pathlib import Path
+
+    from tools.study.dataset import prepare_data
+
+    from .preprocessing import choose, measure, write_table
+
+    dataset_dir, _ = prepare_data(data, Path(work_dir))
+    results = measure(Path(work_dir), dataset_dir, bundle=bundle, site=site, seed=seed, threads=threads, progress=_print)
+    md_path = write_table(results, out_dir, command=_command())
+    print(md_path.read_text())
+    print(f"wrote {md_path}; chosen: {choose(results)[0].name}")
+
+
 if __name__ == "__main__":
     fire.Fire({name: one_line_errors(command) for name, command in
-               {"models": models, "inference": inference, "distill": distill}.items()}, name="tools.bench")
+               {"models": models, "inference": inference, "distill": distill, "preprocessing": preprocessing}.items()},
+              name="tools.bench")

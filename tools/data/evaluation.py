@@ -2,9 +2,10 @@
 
 The chain, as a bundle's ``evaluate`` / ``inference`` config reads it:
 
-1. :func:`evaluation_preprocessing`: load image and label; the image is oriented, resized in-plane and
-   z-scored exactly as in training (:func:`tools.data.transforms.preprocessing_transforms`), the label is
-   only zone-merged and stays in the geometry of its file;
+1. :func:`evaluation_preprocessing`: load image and label; the image is oriented, brought to the network's
+   in-plane grid (resized, or resampled to a fixed pixel spacing and centre cropped / padded) and normalised
+   exactly as in training (:func:`tools.data.transforms.preprocessing_transforms`), the label is only
+   zone-merged and stays in the geometry of its file;
 2. :func:`slice_inferer`: MONAI's ``SliceInferer`` runs the 2D network on every axial slice of the
    ``(B, C, X, Y, Z)`` volume and stacks the logits back to ``(B, classes, X, Y, Z)``;
 3. :func:`evaluation_postprocessing`: softmax, inversion of the preprocessing back to the file's geometry
@@ -63,11 +64,16 @@ def evaluation_preprocessing(
     label_key: str | None = "label",
     axcodes: str = "RAS",
     reader: str | None = None,
+    in_plane_mode: str = "resize",
+    pixel_spacing_mm: float | Sequence[float] = 0.5,
+    intensity_norm: str = "zscore",
+    intensity_percentiles: Sequence[float] = (0.5, 99.5),
 ) -> Compose:
     """Preprocessing of one 3D case for evaluation (``label_key`` set) or inference (``label_key=None``).
 
-    The image goes through the training preprocessing (load, ``Orientationd(axcodes)``, in-plane
-    ``Resized`` to ``image_size`` keeping the slices, z-score) and becomes ``(1, H, W, Z)``; the label is
+    The image goes through the training preprocessing (load, ``Orientationd(axcodes)``, the in-plane geometry
+    of ``in_plane_mode`` keeping the slices, the normalisation of ``intensity_norm``; see
+    :func:`tools.data.transforms.preprocessing_transforms`) and becomes ``(1, H, W, Z)``; the label is
     loaded channel-first and zone-merged (values {0, 1}) but keeps the shape and affine of its file, which
     is where the inverted prediction lands (:func:`evaluation_postprocessing`).
     """
@@ -80,6 +86,10 @@ def evaluation_preprocessing(
         axcodes=axcodes,
         reader=reader,
         original_geometry_keys=() if label_key is None else (label_key,),
+        in_plane_mode=in_plane_mode,
+        pixel_spacing_mm=pixel_spacing_mm,
+        intensity_norm=intensity_norm,
+        intensity_percentiles=intensity_percentiles,
     )
 
 
@@ -124,7 +134,7 @@ def evaluation_postprocessing(
     """Logits ``(classes, H, W, Z)`` -> label map ``(1, X, Y, Z)`` in the geometry of the input file.
 
     ``Activationsd(softmax)`` -> ``Invertd`` through ``preprocessing`` (the transforms recorded on
-    ``image_key``: resize, orientation) -> ``AsDiscreted(argmax)`` -> ``KeepLargestConnectedComponentd``
+    ``image_key``, last first: crop / pad, spacing or resize, orientation) -> ``AsDiscreted(argmax)`` -> ``KeepLargestConnectedComponentd``
     on label 1 -> ``SaveImaged`` (uint8, the input's affine, ``<name>_<output_postfix>.nii.gz`` in
     ``output_dir``) if ``output_dir`` is set.
 

@@ -3,7 +3,11 @@
 The training chain has two parts (DESIGN.md section 2):
 
 * a deterministic 3D preprocessing, cacheable by :class:`monai.data.CacheDataset`:
-  ``LoadImaged -> MergeZonesd -> Orientationd -> Resized (S, S, -1) -> NormalizeIntensityd -> EnsureTyped``;
+  ``LoadImaged -> MergeZonesd -> Orientationd -> in-plane geometry -> intensity normalisation -> EnsureTyped``,
+  where the in-plane geometry is ``Resized (S, S, -1)`` (the paper's, ``in_plane_mode="resize"``) or
+  ``InPlaneSpacingd (s, s, keep) -> ResizeWithPadOrCropd (S, S, -1)`` (``in_plane_mode="spacing"``, as nnU-Net and
+  TAPS), and the normalisation a z-score over all voxels, over the nonzero voxels, or after clipping to
+  percentiles (``intensity_norm``; see :func:`geometry_transforms` and :func:`intensity_transforms`);
 * a random 2D part: :class:`RandSliceSampled` draws ``num_samples`` axial slices of the cached volume,
   then a modest 2D augmentation and ``EnsureTyped``.
 
@@ -31,6 +35,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
+    ClipIntensityPercentilesd,
     Compose,
     EnsureTyped,
     LoadImaged,
@@ -45,13 +50,21 @@ from monai.transforms import (
     Randomizable,
     RandScaleIntensityd,
     Resized,
+    ResizeWithPadOrCropd,
+    Spacingd,
 )
 from monai.transforms.traits import MultiSampleTrait
 
 __all__ = [
+    "IN_PLANE_MODES",
+    "INTENSITY_NORMS",
+    "InPlaneSpacingd",
     "MergeZonesd",
     "RandSliceSampled",
     "in_plane_size",
+    "in_plane_spacing",
+    "geometry_transforms",
+    "intensity_transforms",
     "preprocessing_transforms",
     "augmentation_transforms",
     "training_random_transforms",
@@ -77,6 +90,159 @@ def in_plane_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or int(s) < 1 for s in size):
         raise ValueError(f"image_size must be a positive int S or a pair (H, W), got {image_size!r}.")
     return int(size[0]), int(size[1])
+
+
+IN_PLANE_MODES = ("resize", "spacing")
+"""``in_plane_mode`` values: ``resize`` the axial plane to ``image_size`` (the paper), or resample it to
+``pixel_spacing_mm`` and centre crop / pad to ``image_size`` (nnU-Net, TAPS)."""
+
+INTENSITY_NORMS = ("zscore", "nonzero", "percentile")
+"""``intensity_norm`` values: z-score over every voxel (the paper), over the nonzero voxels only, or over
+every voxel after clipping to the ``intensity_percentiles``."""
+
+
+def in_plane_spacing(pixel_spacing_mm: float | Sequence[float]) -> tuple[float, float]:
+    """``(sx, sy)`` in mm from ``s`` or ``(sx, sy)``; every entry a positive finite number.
+
+    Raises:
+        ValueError: naming ``pixel_spacing_mm``, for another length or a non-positive / non-finite entry.
+    """
+    if isinstance(pixel_spacing_mm, (int, float, np.integer, np.floating)) and not isinstance(pixel_spacing_mm, bool):
+        spacing = (pixel_spacing_mm, pixel_spacing_mm)
+    elif isinstance(pixel_spacing_mm, Sequence) and not isinstance(pixel_spacing_mm, str):
+        spacing = tuple(pixel_spacing_mm)
+    else:
+        spacing = ()
+    try:
+        ok = len(spacing) == 2 and all(np.isfinite(float(s)) and float(s) > 0 for s in spacing)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"pixel_spacing_mm must be a positive number s or a pair (sx, sy) in mm, got {pixel_spacing_mm!r}.")
+    return float(spacing[0]), float(spacing[1])
+
+
+def _percentiles(intensity_percentiles: Sequence[float]) -> tuple[float, float]:
+    try:
+        lower, upper = (float(p) for p in intensity_percentiles)
+        ok = not isinstance(intensity_percentiles, str) and 0.0 <= lower < upper <= 100.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"intensity_percentiles must be a pair (lower, upper) with 0 <= lower < upper <= 100, got {intensity_percentiles!r}."
+        )
+    return lower, upper
+
+
+class InPlaneSpacingd(Spacingd):
+    """Resample the axial plane of ``(C, X, Y, Z)`` volumes to ``(sx, sy)`` mm, keeping the slices.
+
+    MONAI's ``Spacingd`` with ``pixdim=(sx, sy, -1)`` (a non-positive entry keeps the file's spacing along that
+    axis), so the output's voxel centres start at the input's first one, the slices are neither moved nor
+    interpolated, and ``Invertd`` restores the input grid. One difference: ``Spacingd`` updates every entry
+    named ``<key>_*`` as if it were a metadata dict, and MONAI Label's pre-transforms carry ``image_path``, a
+    string, which made it raise ``AttributeError: 'str' object has no attribute 'update'``; here such non-dict
+    entries are set aside during the call and put back unchanged.
+
+    Args:
+        keys: keys of the volumes.
+        pixel_spacing_mm: ``s`` or ``(sx, sy)`` in mm (:func:`in_plane_spacing`).
+        mode: interpolation per key (``bilinear`` for images, ``nearest`` for labels).
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        pixel_spacing_mm: float | Sequence[float],
+        mode: str | Sequence[str] = "bilinear",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        sx, sy = in_plane_spacing(pixel_spacing_mm)
+        super().__init__(
+            keys, pixdim=(sx, sy, -1.0), mode=mode, padding_mode="zeros", allow_missing_keys=allow_missing_keys
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {k: d.pop(k) for k in list(d) if str(k).startswith(prefixes) and not isinstance(d[k], Mapping)}
+        d = dict(super().__call__(d, lazy=lazy))
+        d.update(aside)
+        return d
+
+
+def geometry_transforms(
+    keys: Sequence[str],
+    image_key: str,
+    image_size: int | Sequence[int],
+    in_plane_mode: str = "resize",
+    pixel_spacing_mm: float | Sequence[float] = 0.5,
+) -> list:
+    """The in-plane geometry of ``(C, X, Y, Z)`` volumes oriented so that ``Z`` is the slice axis; slices are kept.
+
+    * ``in_plane_mode="resize"`` (the paper): ``Resized`` to ``(H, W, -1)``, whatever the field of view, so the
+      pixel size is ``FOV_x / H`` by ``FOV_y / W`` and varies with the acquisition;
+    * ``in_plane_mode="spacing"`` (nnU-Net, TAPS): :class:`InPlaneSpacingd` to ``(sx, sy, keep)`` mm (``pixel_spacing_mm``;
+      the slice spacing and the slice positions are the file's, so the slices are not interpolated), then
+      ``ResizeWithPadOrCropd`` to ``(H, W, -1)``: a centred window of ``H sx`` by ``W sy`` mm, cropped where the
+      field of view is larger and zero-padded where it is smaller (before normalisation, so 0 is "no signal").
+      The window's centre is voxel ``N // 2`` of the resampled plane: with an odd difference the extra padded
+      voxel goes at the end, the extra cropped voxel comes off the start. The pixel size is the same for every scan.
+
+    ``image_key`` is interpolated bilinearly, every other key nearest. Both modes are invertible (``Invertd``).
+
+    Raises:
+        ValueError: naming the key, for an unknown ``in_plane_mode`` or a bad ``image_size`` / ``pixel_spacing_mm``.
+    """
+    height, width = in_plane_size(image_size)
+    sx, sy = in_plane_spacing(pixel_spacing_mm)  # checked in both modes: a typo fails whichever mode is on
+    keys = list(keys)
+    modes = ["bilinear" if k == image_key else "nearest" for k in keys]
+    if in_plane_mode == "resize":
+        return [Resized(keys=keys, spatial_size=(height, width, -1), mode=modes)]
+    if in_plane_mode == "spacing":
+        return [
+            InPlaneSpacingd(keys=keys, pixel_spacing_mm=(sx, sy), mode=modes),
+            ResizeWithPadOrCropd(keys=keys, spatial_size=(height, width, -1), mode="constant", value=0),
+        ]
+    raise ValueError(f"in_plane_mode must be one of {list(IN_PLANE_MODES)}, got {in_plane_mode!r}.")
+
+
+def intensity_transforms(
+    image_key: str = "image",
+    intensity_norm: str = "zscore",
+    intensity_percentiles: Sequence[float] = (0.5, 99.5),
+) -> list:
+    """Per-volume, per-channel intensity normalisation of ``image_key``, as a list of MONAI transforms.
+
+    With ``x`` the voxels of one channel and ``mu``, ``sigma`` their mean and population standard deviation:
+
+    * ``zscore`` (the paper): ``(x - mu) / sigma`` over every voxel (``NormalizeIntensityd``);
+    * ``nonzero``: ``mu``, ``sigma`` over the voxels with ``x != 0`` only; those become ``(x - mu) / sigma``,
+      zeros stay 0 (``NormalizeIntensityd(nonzero=True)``, nnU-Net's and TAPS's MRI scheme): the air and the
+      padding outside the field of view do not weigh on the statistics;
+    * ``percentile``: ``x`` clipped to ``[q_lower, q_upper]``, its percentiles ``intensity_percentiles``
+      (default 0.5 and 99.5) over every voxel (``ClipIntensityPercentilesd``, hard clipping), then ``zscore``:
+      a few very bright voxels (the endorectal coil's near field) no longer inflate ``sigma``.
+
+    A constant channel (``sigma = 0``) is only shifted to mean 0.
+
+    Raises:
+        ValueError: naming the key, for an unknown ``intensity_norm`` or bad ``intensity_percentiles``.
+    """
+    lower, upper = _percentiles(intensity_percentiles)  # checked for every norm: a typo fails whichever is on
+    if intensity_norm == "zscore":
+        return [NormalizeIntensityd(keys=image_key, nonzero=False, channel_wise=True)]
+    if intensity_norm == "nonzero":
+        return [NormalizeIntensityd(keys=image_key, nonzero=True, channel_wise=True)]
+    if intensity_norm == "percentile":
+        return [
+            ClipIntensityPercentilesd(keys=image_key, lower=lower, upper=upper, channel_wise=True),
+            NormalizeIntensityd(keys=image_key, nonzero=False, channel_wise=True),
+        ]
+    raise ValueError(f"intensity_norm must be one of {list(INTENSITY_NORMS)}, got {intensity_norm!r}.")
 
 
 class MergeZonesd(MapTransform):
@@ -243,19 +409,26 @@ def preprocessing_transforms(
     reader: str | None = None,
     zone_values: Sequence[int] = (1, 2),
     original_geometry_keys: Sequence[str] = (),
+    in_plane_mode: str = "resize",
+    pixel_spacing_mm: float | Sequence[float] = 0.5,
+    intensity_norm: str = "zscore",
+    intensity_percentiles: Sequence[float] = (0.5, 99.5),
 ) -> Compose:
     """Deterministic 3D preprocessing, identical for every epoch and therefore cacheable.
 
     ``LoadImaged`` (channel first, float32; metadata in the MetaTensor) -> ``MergeZonesd`` on ``label_key``
-    -> ``Orientationd(axcodes)`` -> ``Resized`` to ``(H, W, -1)`` (``-1``: the number of slices is kept;
-    bilinear for ``image_key``, nearest for every other key) -> ``NormalizeIntensityd`` on ``image_key``:
-    ``(x - mean(x)) / std(x)`` over the whole resized volume of each channel -> ``EnsureTyped``.
+    -> ``Orientationd(axcodes)`` -> the in-plane geometry of :func:`geometry_transforms` (``in_plane_mode``:
+    ``Resized`` to ``(H, W, -1)``, or ``InPlaneSpacingd`` to ``pixel_spacing_mm`` then ``ResizeWithPadOrCropd`` to
+    ``(H, W, -1)``; the slices are kept; bilinear for ``image_key``, nearest for every other key) -> the
+    normalisation of :func:`intensity_transforms` on ``image_key`` (``intensity_norm``: z-score over the
+    volume, over its nonzero voxels, or after clipping to ``intensity_percentiles``) -> ``EnsureTyped``.
     Keys in ``original_geometry_keys`` are loaded (and merged) but skip orientation and resize: that is
     how evaluation keeps the reference mask in the geometry of the file
     (:func:`tools.data.evaluation.evaluation_preprocessing`).
 
-    Normalisation comes after the resize so that the network's input is exactly zero-mean, unit-std per
-    volume (resizing first makes the statistics those of the voxels the network sees).
+    Normalisation comes after the geometry so that the network's input is exactly zero-mean, unit-std per
+    volume (the statistics are those of the voxels the network sees, the zero padding of ``spacing`` included
+    unless ``intensity_norm="nonzero"``).
 
     Args:
         image_size: in-plane size ``S`` (square, 384 in the paper) or ``(H, W)``.
@@ -267,8 +440,12 @@ def preprocessing_transforms(
             MetaImage ``.mha``/``.mhd`` with ITK; both give the array in (x, y, z) order with a RAS affine).
         zone_values: label values merged into the gland (see :class:`MergeZonesd`).
         original_geometry_keys: keys of ``keys`` left in the file's geometry (not ``image_key``).
+        in_plane_mode, pixel_spacing_mm: see :func:`geometry_transforms`.
+        intensity_norm, intensity_percentiles: see :func:`intensity_transforms`.
+
+    Raises:
+        ValueError: naming the argument (the bundle config key of the same name) for a bad value.
     """
-    height, width = in_plane_size(image_size)
     keys = list(keys)
     if image_key not in keys:
         raise ValueError(f"image_key '{image_key}' must be one of keys {keys}.")
@@ -281,14 +458,12 @@ def preprocessing_transforms(
     transforms: list = [LoadImaged(keys=keys, reader=reader, image_only=True, ensure_channel_first=True)]
     if label_key is not None:
         transforms.append(MergeZonesd(keys=label_key, zone_values=zone_values))
+    geometry = geometry_transforms(spatial_keys, image_key, image_size, in_plane_mode, pixel_spacing_mm)
+    intensity = intensity_transforms(image_key, intensity_norm, intensity_percentiles)
     transforms += [
         Orientationd(keys=spatial_keys, axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        Resized(
-            keys=spatial_keys,
-            spatial_size=(height, width, -1),
-            mode=["bilinear" if k == image_key else "nearest" for k in spatial_keys],
-        ),
-        NormalizeIntensityd(keys=image_key, nonzero=False, channel_wise=True),
+        *geometry,
+        *intensity,
         EnsureTyped(keys=keys, dtype=torch.float32),
     ]
     return Compose(transforms)
@@ -379,6 +554,10 @@ def training_transforms(
     augment: bool = True,
     axcodes: str = "RAS",
     reader: str | None = None,
+    in_plane_mode: str = "resize",
+    pixel_spacing_mm: float | Sequence[float] = 0.5,
+    intensity_norm: str = "zscore",
+    intensity_percentiles: Sequence[float] = (0.5, 99.5),
     **augmentation: Any,
 ) -> Compose:
     """Full training chain, flat: :func:`preprocessing_transforms` then :func:`training_random_transforms`.
@@ -393,11 +572,21 @@ def training_transforms(
         background_fraction: probability that a slice is drawn among those without prostate.
         keys, image_key, label_key: data keys.
         augment: apply :func:`augmentation_transforms`.
-        axcodes, reader: see :func:`preprocessing_transforms`.
+        axcodes, reader, in_plane_mode, pixel_spacing_mm, intensity_norm, intensity_percentiles: see
+            :func:`preprocessing_transforms`.
         augmentation: keyword arguments of :func:`augmentation_transforms`.
     """
     deterministic = preprocessing_transforms(
-        image_size, keys=keys, image_key=image_key, label_key=label_key, axcodes=axcodes, reader=reader
+        image_size,
+        keys=keys,
+        image_key=image_key,
+        label_key=label_key,
+        axcodes=axcodes,
+        reader=reader,
+        in_plane_mode=in_plane_mode,
+        pixel_spacing_mm=pixel_spacing_mm,
+        intensity_norm=intensity_norm,
+        intensity_percentiles=intensity_percentiles,
     )
     random = training_random_transforms(
         num_samples=num_samples,

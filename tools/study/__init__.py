@@ -5,6 +5,7 @@
   resumable, failures reported with their logs.
 * :mod:`.tables`: Table 2/4 and per-case metrics from the run folders, the paper's numbers beside ours.
 * :mod:`.figures`: Dice per site without/with distillation; overlays like the paper's Fig. 3.
+* :mod:`.real_case`: every trained model (and TAPS, if installed) on the one real scan, a sanity check.
 * :mod:`.report`: everything under ``results/<run>/`` with its README.
 """
 

@@ -26,6 +26,7 @@ from tools.cli import one_line_errors
 
 from .dataset import prepare_data
 from .plan import make_plan, resolve_modules, resolve_networks, resolve_seeds, resolve_sites
+from .real_case import check_real_case
 from .report import StudyInfo, publish_report, write_outputs
 from .runner import Settings, evaluate_command, execute, parse_overrides, shell_text, train_command
 
@@ -91,6 +92,7 @@ def run(
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
     print(f"study: {len(plan)} run(s) into {out_dir}", flush=True)
     outcomes = execute(plan, settings, progress=progress)
+    real_case = check_real_case(plan, outcomes, settings)  # every model on ../shared/data/real_case, TAPS beside
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         data=data_text, teachers=teachers, students=students, sites=sites,
@@ -101,7 +103,8 @@ def run(
     failed = [o for o in outcomes if o.status == "failed"]
     staging = out_dir / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
-    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models, report_dir=staging)
+    written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models, real_case=real_case,
+                            report_dir=staging)
     if failed:  # the previous report in out_dir stays as it was; this call's report goes beside it
         kept = out_dir / FAILED_REPORT_DIR
         shutil.rmtree(kept, ignore_errors=True)
@@ -113,6 +116,7 @@ def run(
     print(written["table2"].read_text())
     if "table4" in written:
         print(written["table4"].read_text())
+    print(written["real_case"].read_text())
     for o in failed:
         print(f"FAILED {o.run.key}: {o.message}; log: {o.log}")
     print(f"study: {len(plan)} run(s), {len(failed)} failed, wall time {time.perf_counter() - start:.0f} s; "

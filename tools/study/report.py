@@ -1,6 +1,7 @@
 """Everything a study writes under ``results/<run>/`` once its runs are done (or failed):
 
-``table2.md/.csv``, ``table4.md/.csv`` (when ablation runs were planned), ``table1.md`` (the networks' cost, from
+``table2.md/.csv``, ``table4.md/.csv`` (when ablation runs were planned), ``real_case.md/.csv`` (every model on the
+real case, TAPS beside them: :mod:`.real_case`), ``table1.md`` (the networks' cost, from
 ``tools.bench``), ``per_case.csv``, ``dice_by_site.png``, ``overlays_<SITE>.png``, ``runs.csv`` (status, time and
 log of each run) and ``README.md`` (all of it with the command, wall time, git commit and the paper's numbers).
 """
@@ -18,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from .figures import plot_dice_by_site, plot_overlays
 from .plan import DISPLAY_NAMES, Run
+from .real_case import RealCaseReport, write_real_case_table
 from .runner import Outcome, Settings, run_dir
 from .tables import (
     RunResult,
@@ -181,9 +183,11 @@ def write_outputs(
     settings: Settings,
     info: StudyInfo,
     measure_models: bool = False,
+    real_case: Optional[RealCaseReport] = None,
     report_dir: Optional[Path] = None,
 ) -> Dict[str, Path]:
-    """Write every output of the study into ``report_dir`` (default ``settings.out_dir``); returns ``{name: path}``.
+    """Write every output of the study into ``report_dir`` (default ``settings.out_dir``); returns ``{name: path}``
+    (``real_case`` when ``real_case`` is given: :func:`tools.study.real_case.check_real_case`).
 
     Run folders are read from ``settings.out_dir``; :func:`publish_report` moves a report written elsewhere
     into the study folder.
@@ -210,6 +214,9 @@ def write_outputs(
         title = f"Table 4: ablation, {DISPLAY_NAMES[info.students[0]]} distilled from {DISPLAY_NAMES[info.teachers[0]]}"
         written["table4"], written["table4_csv"] = write_table(rows4, out / "table4.md", title,
                                                                [seeds_note, paper_note, SITE_ASSUMPTION])
+    if real_case is not None:
+        written["real_case"] = write_real_case_table(real_case, out)
+        written["real_case_csv"] = out / "real_case.csv"
     written["per_case"] = write_per_case(results, out / "per_case.csv")
     table1 = write_table1(out, measure_models)
     if table1:
@@ -295,6 +302,9 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     if rows4:
         lines += [f"## Table 4: ablation ({DISPLAY_NAMES[info.students[0]]} from {DISPLAY_NAMES[info.teachers[0]]})",
                   "", markdown_table(rows4)]
+    if "real_case" in written:
+        section = written["real_case"].read_text().replace("### The real case", "## The real case", 1)
+        lines += [section, "Per model: [real_case.csv](real_case.csv); masks in `runs/<SITE>/seed<K>/<run>/real_case/`.", ""]
     lines += ["## Table 1: the networks", ""]
     if "table1" in written:
         lines += ["[table1.md](table1.md): parameters, GFLOPs and CPU latency per 384x384 slice, with each student's "
