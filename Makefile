@@ -22,11 +22,13 @@ setup: $(VENV)/installed.stamp
 
 setup-monailabel: $(MONAILABEL_VENV)/installed.stamp
 
-# torch first and pinned to the CPU wheel (requirements.txt), then the project itself, editable
+# torch first and pinned to the CPU wheel (requirements.txt), then the project itself, editable, then the
+# optional real-data peer TAPS (MIT; --no-deps: its metadata asks for the CUDA build of onnxruntime)
 $(VENV)/installed.stamp: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -r requirements.txt
 	$(VENV)/bin/pip install -e .
+	$(VENV)/bin/pip install --no-deps lavlab-taps==1.1.2
 	touch $@
 
 # MONAI Label 0.8.5 needs torch 2.14.1 beside monai 1.6.1: its own environment (tests/test_monailabel.py)
