@@ -29,8 +29,9 @@ def flip_rate(labels: torch.Tensor, foreground: int = 1) -> torch.Tensor:
     .. math::
         r = \\frac{|\\{(i, j) \\in E : y_i \\ne y_j\\}|}{|E|}.
 
-    A filled region of area ``A`` and perimeter ``P`` (in pixel edges) gives ``P / (2A + P)``, e.g. 0.09 for
-    a disc of radius 10 px; a period-2 checkerboard gives 1 and period-2 stripes 0.5. No foreground gives 0.
+    A filled region of area ``A`` and perimeter ``P`` (in pixel edges) away from the image border gives
+    ``P / (2A + P / 2)``: ``2 / (s + 1)`` for an ``s x s`` square, about 0.12 for a disc of radius 10 px. A period-2
+    checkerboard gives 1, period-2 stripes 2/3 (every pair across the stripes flips). No foreground gives 0.
 
     Args:
         labels: integer label map ``(B, 1, H, W)`` or ``(B, H, W)``.
