@@ -11,6 +11,8 @@ from .utils import at_least_float32, check_4d, check_pair, resize_labels, resize
 
 __all__ = ["AdaptiveAffinityLoss", "GradientReversal"]
 
+_BALANCES = ("pooled", "class")
+
 
 class GradientReversal(torch.autograd.Function):
     """Identity in the forward pass; negates the gradient in the backward pass.
@@ -68,7 +70,18 @@ class AdaptiveAffinityLoss(nn.Module):
     Adaptive Affinity Fields, ECCV 2018; here one weight per size, not per class and size). The
     weights form a distribution, so the min-max keeps the total bounded by the worst ``L_s``.
     With ``adaptive=False`` the weights stay uniform
-    (``1 / len(sizes)``); ``sizes=(1,), adaptive=False`` is exactly eqs. 1-4.
+    (``1 / len(sizes)``); ``sizes=(1,), adaptive=False`` (with the defaults ``balance="pooled"``, ``stride=1``)
+    is exactly eqs. 1-4.
+
+    Two options depart from eqs. 1-4 as written (``docs/distillation.md`` gives the measurements):
+
+    * ``balance="class"`` splits ``P+`` by the class ``c`` of the pair and averages the per-class means,
+      ``L_+ = mean_c (1/|P_+^c|) sum_{P_+^c} W_ij`` over the classes that have pairs. With ``"pooled"``
+      (eq. 1) ``P+`` is ~99% background pairs on prostate slices, so a period-2 checkerboard inside the gland,
+      which satisfies the margin of the ``P-`` pairs at odd distances, costs almost nothing on ``P+``.
+    * ``stride > 1`` computes the loss on the student's logits average-pooled by ``stride`` (AAF applies it
+      to stride-8 logits), with the teacher's map brought to that size; a full-resolution checkerboard
+      averages out there and earns nothing on ``P-``.
 
     The teacher's logits are detached; when their spatial size differs from the student's they are
     resized bilinearly before the argmax. :meth:`forward_labels` takes a label map directly
@@ -79,6 +92,8 @@ class AdaptiveAffinityLoss(nn.Module):
         sizes: neighbourhood sizes ``s`` (distinct positive integers).
         adaptive: learn the size weights by gradient ascent (``True``) or keep them uniform.
         eps: lower clamp of the probabilities, so that ``W`` stays finite (AAF's 1e-4).
+        balance: ``"pooled"`` (eq. 1: one mean over all ``P+`` pairs) or ``"class"`` (mean of per-class means).
+        stride: average-pool the student's logits by this factor before the loss (1: full resolution).
 
     Shapes:
         ``student_logits`` ``(B, C, H, W)``, ``teacher_logits`` ``(B, C, H', W')``,
@@ -86,7 +101,13 @@ class AdaptiveAffinityLoss(nn.Module):
     """
 
     def __init__(
-        self, margin: float = 3.0, sizes: Sequence[int] = (1, 2, 3), adaptive: bool = True, eps: float = 1e-4
+        self,
+        margin: float = 3.0,
+        sizes: Sequence[int] = (1, 2, 3),
+        adaptive: bool = True,
+        eps: float = 1e-4,
+        balance: str = "pooled",
+        stride: int = 1,
     ) -> None:
         super().__init__()
         sizes = tuple(int(s) for s in sizes)
@@ -96,8 +117,14 @@ class AdaptiveAffinityLoss(nn.Module):
             raise ValueError(f"margin must be >= 0, got {margin}.")
         if not 0 < eps < 1:
             raise ValueError(f"eps must be in (0, 1), got {eps}.")
+        if balance not in _BALANCES:
+            raise ValueError(f"balance must be one of {_BALANCES}, got {balance!r}.")
+        if int(stride) != stride or int(stride) < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}.")
         self.margin = float(margin)
         self.sizes = sizes
+        self.balance = balance
+        self.stride = int(stride)
         self.adaptive = bool(adaptive)
         self.eps = float(eps)
         if self.adaptive:
@@ -123,11 +150,13 @@ class AdaptiveAffinityLoss(nn.Module):
         p = log_p.exp()
         labels = labels[:, 0].to(torch.int32)
         height, width = labels.shape[1:]
+        # P+ is pooled into one set ("pooled", eq. 1) or split by the pair's class ("class"), one sum per class
+        num_sets = student_logits.shape[1] if self.balance == "class" else 1
         losses = []
         for size in self.sizes:
-            pos_sum = log_p.new_zeros(())
+            pos_sum = [log_p.new_zeros(()) for _ in range(num_sets)]
             neg_sum = log_p.new_zeros(())
-            pos_count = labels.new_zeros((), dtype=torch.long)
+            pos_count = [labels.new_zeros((), dtype=torch.long) for _ in range(num_sets)]
             neg_count = labels.new_zeros((), dtype=torch.long)
             for dy, dx in _half_offsets(size):
                 if abs(dy) >= height or abs(dx) >= width:
@@ -138,17 +167,31 @@ class AdaptiveAffinityLoss(nn.Module):
                 log_ratio = log_p[:, :, rows_a, cols_a] - log_p[:, :, rows_b, cols_b]
                 w_ab = (p[:, :, rows_a, cols_a] * log_ratio).sum(dim=1)
                 w_ba = -(p[:, :, rows_b, cols_b] * log_ratio).sum(dim=1)
-                same = labels[:, rows_a, cols_a] == labels[:, rows_b, cols_b]
-                pos_sum = pos_sum + torch.where(same, w_ab + w_ba, 0.0).sum()
+                labels_a = labels[:, rows_a, cols_a]
+                same = labels_a == labels[:, rows_b, cols_b]
+                pos_w = torch.where(same, w_ab + w_ba, 0.0)
+                for c in range(num_sets):
+                    in_set = same if num_sets == 1 else same & (labels_a == c)
+                    pos_sum[c] = pos_sum[c] + (pos_w if num_sets == 1 else torch.where(in_set, pos_w, 0.0)).sum()
+                    pos_count[c] = pos_count[c] + 2 * in_set.sum()
                 neg_sum = neg_sum + torch.where(
                     same, 0.0, F.relu(self.margin - w_ab) + F.relu(self.margin - w_ba)
                 ).sum()
-                n_same = same.sum()
-                pos_count = pos_count + 2 * n_same
-                neg_count = neg_count + 2 * (same.numel() - n_same)
-            # counts stay on the device (no host sync); an empty set divides 0 by 1
-            losses.append(pos_sum / pos_count.clamp_min(1) + neg_sum / neg_count.clamp_min(1))
+                neg_count = neg_count + 2 * (same.numel() - same.sum())
+            # counts stay on the device (no host sync); an empty set divides 0 by 1 (and a class without
+            # pairs is left out of the class average)
+            pos_counts = torch.stack(pos_count)
+            pos_means = torch.stack(pos_sum) / pos_counts.clamp_min(1)
+            present = (pos_counts > 0).to(pos_means.dtype)
+            pos_loss = (pos_means * present).sum() / present.sum().clamp_min(1)
+            losses.append(pos_loss + neg_sum / neg_count.clamp_min(1))
         return torch.stack(losses)
+
+    def _coarse(self, student_logits: torch.Tensor) -> torch.Tensor:
+        """The student's logits average-pooled by ``stride`` (AAF's coarse logits); unchanged for ``stride=1``."""
+        if self.stride == 1:
+            return student_logits
+        return F.avg_pool2d(at_least_float32(student_logits), self.stride, ceil_mode=True)
 
     def _weighted_total(self, size_losses: torch.Tensor) -> torch.Tensor:
         if self.theta is None:
@@ -167,11 +210,13 @@ class AdaptiveAffinityLoss(nn.Module):
             )
         if labels.is_floating_point():
             labels = labels.round().long()
+        student_logits = self._coarse(student_logits)
         labels = resize_labels(labels.detach(), student_logits.shape[2:])
         return self._weighted_total(self.size_losses(student_logits, labels))
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
+        student_logits = self._coarse(student_logits)
         teacher_logits = resize_map(at_least_float32(teacher_logits.detach()), student_logits.shape[2:])
         labels = teacher_logits.argmax(dim=1, keepdim=True)
         return self._weighted_total(self.size_losses(student_logits, labels))

@@ -75,6 +75,10 @@ class DistillationLoss(nn.Module):
         affinity_margin, affinity_sizes, affinity_adaptive: ``margin``, ``sizes``, ``adaptive`` of
             :class:`AdaptiveAffinityLoss`.
         kernel_normalize: ``normalize`` of :class:`KernelMatrixLoss`.
+        kernel_reduction: ``reduction`` of :class:`KernelMatrixLoss` (``"batchmean"`` = eq. 6, ``"mean"`` = per
+            entry, free of the batch size).
+        affinity_balance, affinity_stride: ``balance`` and ``stride`` of :class:`AdaptiveAffinityLoss`
+            (``"pooled"`` and ``1`` = eqs. 1-4 as written).
         seg_loss: the segmentation loss, called as ``seg_loss(student_logits, label)``; ``None`` for
             ``DiceFocalLoss(softmax=True, to_onehot_y=True)``.
 
@@ -100,6 +104,9 @@ class DistillationLoss(nn.Module):
         affinity_adaptive: bool = True,
         kernel_normalize: bool = True,
         seg_loss: Optional[nn.Module] = None,
+        kernel_reduction: str = "batchmean",
+        affinity_balance: str = "pooled",
+        affinity_stride: int = 1,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -119,7 +126,11 @@ class DistillationLoss(nn.Module):
         self.seg_loss = seg_loss if seg_loss is not None else DiceFocalLoss(softmax=True, to_onehot_y=True)
         self.logits_loss = LogitsKLLoss(temperature, logits_direction) if self.use_logits else None
         self.affinity_loss = (
-            AdaptiveAffinityLoss(affinity_margin, affinity_sizes, affinity_adaptive) if self.use_affinity else None
+            AdaptiveAffinityLoss(
+                affinity_margin, affinity_sizes, affinity_adaptive, balance=affinity_balance, stride=affinity_stride
+            )
+            if self.use_affinity
+            else None
         )
         self.kernel_pairs: Tuple[Tuple[str, str], ...] = ()
         self.kernel_losses = nn.ModuleDict()
@@ -132,7 +143,20 @@ class DistillationLoss(nn.Module):
                     _channels_of(student_channels, student_key, "student_channels"),
                     _channels_of(teacher_channels, teacher_key, "teacher_channels"),
                     normalize=kernel_normalize,
+                    reduction=kernel_reduction,
                 )
+
+    def term_weights(self) -> Dict[str, float]:
+        """The weight of each active term in the total: ``{"seg": 1, "logits": lambda_logits, ...}``."""
+        weights = {"seg": 1.0}
+        for name, used, weight in (
+            ("logits", self.use_logits, self.lambda_logits),
+            ("kernel", self.use_kernel, self.lambda_kernel),
+            ("affinity", self.use_affinity, self.lambda_affinity),
+        ):
+            if used:
+                weights[name] = weight
+        return weights
 
     @staticmethod
     def _pair_name(student_key: str, teacher_key: str) -> str:

@@ -8,6 +8,8 @@ from .utils import at_least_float32, check_pair, resize_map
 
 __all__ = ["KernelMatrixLoss"]
 
+_REDUCTIONS = ("batchmean", "mean", "sum")
+
 
 class KernelMatrixLoss(nn.Module):
     """Full kernel (Gram) matrix transfer between a student's and a teacher's feature maps.
@@ -21,7 +23,13 @@ class KernelMatrixLoss(nn.Module):
         K_S = X_S X_S^T, \\quad K_T = X_T X_T^T \\quad (n \\times n, eq. 5)
 
         L_{KM} = \\frac{1}{n} \\sum_{i,j} (K_S - K_T)_{ij}^2 + \\frac{1}{n} \\sum_{i,j} |K_S - K_T|_{ij}
-        \\quad (eq. 6).
+        \\quad (eq. 6, ``reduction="batchmean"``).
+
+    ``reduction="batchmean"`` is eq. 6 as written: the sum over the ``n^2`` entries divided by ``n``, which is
+    ``n`` times the per-entry mean and so grows linearly with the batch size (16x at the paper's batch 16).
+    ``reduction="mean"`` divides by ``n^2`` instead, ``mean_{ij} (K_S - K_T)^2 + mean_{ij} |K_S - K_T|``, a
+    value that does not depend on the batch size (``docs/distillation.md``); ``"sum"`` is the plain sum.
+    The names follow ``torch.nn.KLDivLoss``.
 
     ``normalize=False`` is eq. 5 as written (raw inner products, whose scale grows with the feature
     size); ``normalize=True`` (default) compares cosine similarities, bounded in ``[-1, 1]``.
@@ -36,13 +44,24 @@ class KernelMatrixLoss(nn.Module):
         teacher_channels: channels ``C_t`` of the teacher's feature.
         normalize: L2-normalise each flattened sample before the Gram matrix.
         eps: floor of the norm in the normalisation.
+        reduction: ``"batchmean"`` (eq. 6, default), ``"mean"`` (per entry, batch-size free) or ``"sum"``.
 
     Shapes:
         ``student_feature`` ``(n, C_s, h, w)``, ``teacher_feature`` ``(n, C_t, H, W)``.
     """
 
-    def __init__(self, student_channels: int, teacher_channels: int, normalize: bool = True, eps: float = 1e-12):
+    def __init__(
+        self,
+        student_channels: int,
+        teacher_channels: int,
+        normalize: bool = True,
+        eps: float = 1e-12,
+        reduction: str = "batchmean",
+    ):
         super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+        self.reduction = reduction
         if int(student_channels) < 1 or int(teacher_channels) < 1:
             raise ValueError(
                 f"student_channels and teacher_channels must be >= 1, got {student_channels}, {teacher_channels}."
@@ -87,4 +106,9 @@ class KernelMatrixLoss(nn.Module):
             gram_student = self._gram(adapted)
             gram_teacher = self._gram(teacher_feature.detach())
             diff = gram_student - gram_teacher
-            return (diff.pow(2).sum() + diff.abs().sum()) / n
+            total = diff.pow(2).sum() + diff.abs().sum()
+            if self.reduction == "batchmean":
+                return total / n
+            if self.reduction == "mean":
+                return total / (n * n)
+            return total

@@ -15,12 +15,15 @@ import torch
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from .diagnostics import DIAGNOSE_FLAG, flip_rate, term_gradients
 from .distillation import TERM_NAMES, DistillationLoss
 
-__all__ = ["DistillationModel", "DistillationIteration", "loss_terms", "LOSS_TERM_KEYS"]
+__all__ = ["DistillationModel", "DistillationIteration", "loss_terms", "LOSS_TERM_KEYS", "DIAGNOSTIC_PREFIX"]
 
 # keys of the trainer's output that hold the terms of eq. 8 ("loss" is the total)
 LOSS_TERM_KEYS = {"total": Keys.LOSS, **{name: f"loss_{name}" for name in TERM_NAMES if name != "total"}}
+# prefix of the diagnostics' keys in the trainer's output (custom_losses.diagnostics), present on diagnosed iterations
+DIAGNOSTIC_PREFIX = "diag_"
 
 
 class DistillationModel(nn.Module):
@@ -72,6 +75,18 @@ class DistillationIteration:
             raise TypeError(f"the trainer's network must be a DistillationModel, got {type(model).__name__}.")
         return model.loss
 
+    @classmethod
+    def diagnose(
+        cls, network: nn.Module, terms: Dict[str, torch.Tensor], student_logits: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Each active term's gradient norm on the student's parameters and cosine with Seg's
+        (:func:`~custom_losses.diagnostics.term_gradients`), and the flip rate of the student's argmax labels."""
+        loss = cls._loss_module(network)
+        model = network.module if hasattr(network, "module") else network
+        values = term_gradients(terms, loss.term_weights(), model.student.parameters())
+        values["flip_rate"] = flip_rate(student_logits.detach().argmax(dim=1))
+        return values
+
     def __call__(self, engine: Any, batchdata: Dict[str, Any]) -> Dict[str, Any]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -88,18 +103,24 @@ class DistillationIteration:
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         student_logits, terms = engine.network(image, label, teacher_logits, teacher_features)
+        diagnostics = {}
+        if getattr(engine.state, DIAGNOSE_FLAG, False):  # asked by a DistillationDiagnostics handler
+            diagnostics = self.diagnose(engine.network, terms, student_logits)
         terms["total"].backward()
         engine.optimizer.step()
         output = {Keys.IMAGE: image, Keys.LABEL: label, Keys.PRED: student_logits}
         for name, key in LOSS_TERM_KEYS.items():
             output[key] = terms[name].detach()
+        for name, value in diagnostics.items():
+            output[f"{DIAGNOSTIC_PREFIX}{name}"] = value
         engine.state.output = output
         return output
 
 
 def loss_terms(output: Any) -> Dict[str, float]:
     """``output_transform`` for StatsHandler / TensorBoardStatsHandler: every loss term present in the trainer's
-    output (a dict, or the decollated list of dicts) as floats."""
+    output (a dict, or the decollated list of dicts) as floats, and the ``diag_*`` diagnostics when present."""
     first = output[0] if isinstance(output, (list, tuple)) else output
     keys = [key for key in LOSS_TERM_KEYS.values() if key in first]
+    keys += sorted(key for key in first if isinstance(key, str) and key.startswith(DIAGNOSTIC_PREFIX))
     return {key: float(first[key]) for key in keys}

@@ -564,3 +564,117 @@ def test_distillation_finite_for_half_precision_inputs():
         student_logits.detach().half(), half, teacher_logits.detach().bfloat16(), teacher_half, label
     )
     assert all(torch.isfinite(value) for value in terms.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# departures from the paper's text (docs/distillation.md): KM reduction, class-balanced AA, AA stride
+
+
+def test_kernel_reductions_differ_by_n():
+    torch.manual_seed(30)
+    student = torch.randn(4, 3, 4, 4)
+    teacher = torch.randn(4, 5, 2, 2)
+    values = {}
+    for reduction in ("batchmean", "mean", "sum"):
+        loss_fn = KernelMatrixLoss(3, 5, reduction=reduction)
+        torch.manual_seed(31)
+        loss_fn.adapter.reset_parameters()
+        values[reduction] = loss_fn(student, teacher).item()
+    assert values["batchmean"] == pytest.approx(values["sum"] / 4, rel=1e-6)
+    assert values["mean"] == pytest.approx(values["sum"] / 16, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        KernelMatrixLoss(3, 5, reduction="none")
+
+
+def test_kernel_mean_is_free_of_the_batch_size():
+    # the same sample pair repeated: every entry of K_S - K_T repeats, so the per-entry mean stays put
+    loss_fn = identity_adapter(KernelMatrixLoss(1, 1, reduction="mean"))
+    student = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).reshape(2, 1, 1, 2)
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 2.0]]).reshape(2, 1, 1, 2)
+    small = loss_fn(student, teacher).item()
+    large = loss_fn(student.repeat(8, 1, 1, 1), teacher.repeat(8, 1, 1, 1)).item()
+    assert small == pytest.approx(1.0) and large == pytest.approx(small)  # (2 + 2) / 4
+    loss_fn.reduction = "batchmean"
+    assert loss_fn(student.repeat(8, 1, 1, 1), teacher.repeat(8, 1, 1, 1)).item() == pytest.approx(8 * 2.0)
+
+
+def reference_affinity_class_balanced(student, labels, size, margin=3.0, eps=1e-4):
+    """L_s with P+ split by class: mean over the classes present of the per-class mean W."""
+    s, lab = student.tolist(), labels.tolist()
+    batch, classes, height, width = student.shape
+    probs = [
+        [[[max(p, eps) for p in pixel_probs(s, b, y, x)] for x in range(width)] for y in range(height)]
+        for b in range(batch)
+    ]
+    pos, neg = {}, []
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                for dy in (-size, 0, size):
+                    for dx in (-size, 0, size):
+                        yj, xj = y + dy, x + dx
+                        if (dy, dx) == (0, 0) or not (0 <= yj < height and 0 <= xj < width):
+                            continue
+                        w = kl_list(probs[b][y][x], probs[b][yj][xj])
+                        if lab[b][0][y][x] == lab[b][0][yj][xj]:
+                            pos.setdefault(lab[b][0][y][x], []).append(w)
+                        else:
+                            neg.append(max(0.0, margin - w))
+    pos_term = sum(sum(v) / len(v) for v in pos.values()) / len(pos) if pos else 0.0
+    return pos_term + (sum(neg) / len(neg) if neg else 0.0)
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 4, 4), (1, 3, 3, 5)])
+def test_affinity_class_balance_matches_pair_loop(shape):
+    torch.manual_seed(32)
+    student = torch.randn(*shape, dtype=torch.float64) * 2
+    teacher = torch.randn(*shape, dtype=torch.float64)
+    for size in (1, 2):
+        expected = reference_affinity_class_balanced(student, teacher_labels(teacher), size, margin=2.0)
+        loss = AdaptiveAffinityLoss(margin=2.0, sizes=(size,), adaptive=False, balance="class")(student, teacher)
+        assert loss.item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_affinity_class_balance_prices_a_checkerboard_inside_a_small_foreground():
+    """The audit's degenerate minimum on a 48x48 map with a disc of diameter 12 (5% foreground): under eq. 1
+    (pooled P+) a saturated checkerboard inside the disc scores below a smooth mask (the disc blurred with a
+    Gaussian of 2 px, like a teacher's soft output); with class-balanced P+ it scores far above it."""
+    n = 48
+    yy, xx = torch.meshgrid(torch.arange(n).float(), torch.arange(n).float(), indexing="ij")
+    labels = (((yy - n / 2) ** 2 + (xx - n / 2) ** 2) <= 36).long()[None, None]
+    kernel = torch.exp(-torch.arange(-5, 6).float() ** 2 / 8.0)
+    kernel = kernel / kernel.sum()
+    smooth = F.conv2d(labels.float(), kernel.view(1, 1, 1, -1), padding=(0, 5))
+    smooth = 6.0 * (F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(5, 0)) - 0.5)
+    parity = ((torch.arange(n)[:, None] + torch.arange(n)[None, :]) % 2 == 0)[None, None]
+    board = torch.where(labels.bool(), torch.where(parity, 9.0, -9.0), smooth)
+    logits = {name: torch.cat([-z, z], dim=1) for name, z in (("smooth", smooth), ("board", board))}
+    pooled = AdaptiveAffinityLoss(sizes=(1, 2, 3), adaptive=False)
+    balanced = AdaptiveAffinityLoss(sizes=(1, 2, 3), adaptive=False, balance="class")
+    assert pooled.forward_labels(logits["board"], labels) < pooled.forward_labels(logits["smooth"], labels) - 0.3
+    assert balanced.forward_labels(logits["board"], labels) > balanced.forward_labels(logits["smooth"], labels) + 0.5
+
+
+def test_affinity_stride_pools_the_student_logits():
+    torch.manual_seed(33)
+    student = torch.randn(2, 2, 8, 8)
+    labels = torch.randint(0, 2, (2, 1, 4, 4))
+    strided = AdaptiveAffinityLoss(sizes=(1,), adaptive=False, stride=2)
+    full = AdaptiveAffinityLoss(sizes=(1,), adaptive=False)
+    pooled = F.avg_pool2d(student, 2)
+    assert strided.forward_labels(student, labels).item() == pytest.approx(full.forward_labels(pooled, labels).item())
+    teacher = torch.randn(2, 2, 8, 8)
+    teacher_small = F.interpolate(teacher, size=(4, 4), mode="bilinear", align_corners=False)
+    assert strided(student, teacher).item() == pytest.approx(full(pooled, teacher_small).item(), rel=1e-6)
+    for bad in (dict(balance="edge"), dict(stride=0)):
+        with pytest.raises(ValueError):
+            AdaptiveAffinityLoss(**bad)
+
+
+def test_distillation_passes_the_new_options_and_weights():
+    loss_fn = DistillationLoss(kernel_reduction="mean", affinity_balance="class", affinity_stride=2, **CHANNELS)
+    assert loss_fn.kernel_losses["high__high"].reduction == "mean"
+    assert loss_fn.affinity_loss.balance == "class" and loss_fn.affinity_loss.stride == 2
+    assert loss_fn.term_weights() == {"seg": 1.0, "logits": 0.2, "kernel": 0.9, "affinity": 0.9}
+    assert DistillationLoss(use_kernel=False, use_logits=False).term_weights() == {"seg": 1.0, "affinity": 0.9}
+    assert torch.isfinite(loss_fn(*make_batch()))
