@@ -186,7 +186,8 @@ def test_measure_inference_tables_and_models_section(tmp_path):
     student, teacher = figures
     assert (student.role, teacher.role, student.width, teacher.width) == ("student", "teacher", 1.0, 0.125)
     assert student.volume_shape == (32, 32, 6) and student.threads == 1
-    assert list(student.stages)[0] == "pre:LoadImaged" and list(student.stages)[-1] == "post:SaveImaged"
+    assert list(student.stages)[0] == "pre:LoadImaged" and list(student.stages)[-2:] == [
+        "post:SaveImaged", "post:MaskQualityReportd"]  # the mask, then its quality report beside it
     assert "inference" in student.stages and all(v >= 0 for v in student.stages.values())
     assert (tmp_path / "work" / "prostate_mri_enet_student" / "eval" / "volume_seg.nii.gz").is_file()
 
