@@ -175,10 +175,14 @@ def preprocessing(
     bundle: str = "prostate_mri_enet_student",
     threads: int | None = 1,
     out_dir: str = "results",
+    pairs: str | None = None,
+    background_fractions: str | float | None = None,
 ) -> None:
     """Each preprocessing option through ``bundle`` at the CPU profile (tools/bench/preprocessing.py); resumable.
 
     ``data``: the six-site collection, or ``synthetic`` (the study's simulated sites, made once in ``work_dir/data``).
+    ``pairs``: only these options, e.g. ``resize-zscore,spacing-percentile`` (default: all six).
+    ``background_fractions``: e.g. ``0.1,0.5``, crossed with the pairs (default: the configs' value, not overridden).
     """
     from pathlib import Path
 
@@ -186,8 +190,17 @@ def preprocessing(
 
     from .preprocessing import choose, measure, write_table
 
+    def split(value):
+        if value is None:
+            return None
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        return [str(item).strip() for item in items if str(item).strip()]
+
+    chosen_pairs = [tuple(p.split("-", 1)) for p in split(pairs)] if pairs is not None else None
+    fractions = [float(f) for f in split(background_fractions)] if background_fractions is not None else None
     dataset_dir, _ = prepare_data(data, Path(work_dir))
-    results = measure(Path(work_dir), dataset_dir, bundle=bundle, site=site, seed=seed, threads=threads, progress=_print)
+    results = measure(Path(work_dir), dataset_dir, bundle=bundle, site=site, seed=seed, threads=threads, progress=_print,
+                      pairs=chosen_pairs, background_fractions=fractions)
     md_path = write_table(results, out_dir, command=_command())
     print(md_path.read_text())
     print(f"wrote {md_path}; chosen: {choose(results)[0].name}")
