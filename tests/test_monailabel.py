@@ -130,7 +130,9 @@ def test_prepare_app_copies_sample_app_and_bundle(student_copy, tmp_path):
     (student / "eval" / "case0_seg.nii.gz").write_bytes(b"")  # outputs of earlier runs stay behind
     target = mla.prepare_app(student, tmp_path / "app")
     assert target == tmp_path / "app" / "model" / BUNDLE.name
-    assert (tmp_path / "app" / "main.py").read_text() == (mla.sample_app_dir() / "main.py").read_text()
+    sample = (mla.sample_app_dir() / "main.py").read_text()  # the sample app, building the strict inference task
+    expected = sample.replace(mla.SAMPLE_INFER_IMPORT, mla.STRICT_INFER_IMPORT)
+    assert expected != sample and (tmp_path / "app" / "main.py").read_text() == expected
     copied = sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
     assert copied == sorted(p.relative_to(student) for p in student.rglob("*") if p.is_file() and "eval" not in p.parts)
     assert (target / "models" / "model.pt").read_bytes() == (student / "models" / "model.pt").read_bytes()
