@@ -477,3 +477,22 @@ def test_end_to_end_tiny(tmp_path):
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=300)
     assert rerun.returncode == 0 and rerun.stdout.count(": skipped") == 3, rerun.stdout[-3000:]
+
+
+def test_git_commit_ignores_the_study_folder_it_rewrites(tmp_path):
+    from tools.study.report import git_commit
+
+    repo = tmp_path / "repo"
+    (repo / "results" / "study").mkdir(parents=True)
+    (repo / "results" / "study" / "README.md").write_text("committed report\n")
+    (repo / "code.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "results" / "study" / "README.md").write_text("a new report\n")
+    assert git_commit(repo, exclude=repo / "results" / "study") == sha
+    assert git_commit(repo) == f"{sha} (with uncommitted changes)"
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo, exclude=repo / "results" / "study") == f"{sha} (with uncommitted changes)"

@@ -62,11 +62,16 @@ class StudyInfo:
     notes: List[str] = field(default_factory=list)
 
 
-def git_commit(repo: Path = REPO_ROOT) -> str:
-    """``git rev-parse HEAD`` of the checkout, with `` (uncommitted changes)`` when ``git status`` is not clean."""
+def git_commit(repo: Path = REPO_ROOT, exclude: Optional[Path] = None) -> str:
+    """``git rev-parse HEAD`` of the checkout, with `` (with uncommitted changes)`` when ``git status`` is not clean
+    outside ``exclude`` (the study's own folder, whose committed report a study call rewrites)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        pathspec = ["--", "."]
+        if exclude is not None and Path(exclude).resolve().is_relative_to(Path(repo).resolve()):
+            pathspec.append(f":(exclude){Path(exclude).resolve().relative_to(Path(repo).resolve())}")
+        dirty = subprocess.run(["git", "status", "--porcelain", *pathspec], cwd=repo, capture_output=True,
+                               text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return sha + (" (with uncommitted changes)" if dirty else "")
@@ -275,7 +280,7 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         info.command,
         "```",
         "",
-        f"- git commit: `{git_commit()}`",
+        f"- git commit: `{git_commit(exclude=settings.out_dir)}`",
         f"- profile: `{settings.profile}`"
         + (" (the bundles' `configs/profile_cpu.yaml`)" if settings.profile == "cpu" else " (the bundles' defaults)")
         + (f"; overrides: `{settings.overrides}`" if settings.overrides else ""),
