@@ -18,13 +18,14 @@ path; MONAI Label adds the bundle folder itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional
+
+from tools.data.io import sha256_file
 
 from . import BUNDLES_DIR
 
@@ -54,13 +55,6 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 '''
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(distribution: str) -> Optional[str]:
@@ -144,7 +138,7 @@ def package_bundle(
             (build / "models").mkdir()
         for name, path in models.items():
             shutil.copy2(path, build / "models" / name)
-            large_files += [f'  - path: "models/{name}"', '    url: ""', f'    hash_val: "{_sha256(path)}"',
+            large_files += [f'  - path: "models/{name}"', '    url: ""', f'    hash_val: "{sha256_file(path)}"',
                             '    hash_type: "sha256"']
         (build / "large_files.yml").write_text("\n".join(large_files if models else ["large_files: []"]) + "\n")
         if target.exists():

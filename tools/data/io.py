@@ -25,6 +25,7 @@ file fails here and not later inside a data loader.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -271,6 +272,15 @@ _SCALAR_LIST = re.compile(r"\[\s*\n\s*([^\[\]{}]*?)\s*\n\s*\]")
 def _compact_scalar_lists(text: str) -> str:
     """Put each list of numbers/strings of indented JSON on one line (``"shape": [8, 8, 4]``)."""
     return _SCALAR_LIST.sub(lambda m: "[" + ", ".join(re.split(r",\s*\n\s*", m.group(1))) + "]", text)
+
+
+def sha256_file(path: PathLike) -> str:
+    """SHA-256 hex digest of the file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(obj, path: PathLike) -> Path:

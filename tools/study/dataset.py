@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from tools.data.io import sha256_file
+
 __all__ = ["SYNTHETIC", "MARKER", "prepare_data", "simulator_fingerprint", "synthetic_data_problem"]
 
 SYNTHETIC: Dict[str, int] = {"cases_per_site": 6, "size": 96, "seed": 0}
@@ -27,13 +29,6 @@ MARKER = "synthesis.json"
 SIMULATOR_SOURCES = ("synth.py", "synthesis")
 """Paths under ``tools/data`` whose ``*.py`` files define what the simulator writes."""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def simulator_fingerprint() -> str:
@@ -52,7 +47,7 @@ def simulator_fingerprint() -> str:
 def _data_files(folder: Path) -> Dict[str, str]:
     """``{relative path: sha256}`` of every file under ``folder`` except the marker."""
     return {
-        str(path.relative_to(folder)): _sha256(path)
+        str(path.relative_to(folder)): sha256_file(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != MARKER
     }
