@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -281,6 +282,30 @@ def sha256_file(path: PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def as_lps_array(img) -> np.ndarray:
+    """The array of a nibabel image reoriented so that axis 0 runs to the left, axis 1 posterior, axis 2 superior."""
+    import nibabel as nib
+
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
+                                                nib.orientations.axcodes2ornt(("L", "P", "S")))
+    return nib.orientations.apply_orientation(np.asanyarray(img.dataobj), transform)
+
+
+def write_png(figure, path: PathLike, dpi: int) -> str:
+    """Save a matplotlib ``figure`` as a PNG with a 256-colour palette (keeps committed figures small); the
+    parent folder is created. Returns the path as a string."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as rendered:
+        rendered.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(str(path), optimize=True)
+    return str(path)
 
 
 def write_json(obj, path: PathLike) -> Path:

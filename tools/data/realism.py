@@ -29,7 +29,6 @@ The nearest simulated case to the real one is the one with the smallest Euclidea
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from .io import as_lps_array, write_png
 
 __all__ = [
     "CaseStats",
@@ -81,12 +82,6 @@ def _check_volume(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float]
         raise ValueError(f"{where}: the image is constant.")
 
 
-def _as_lps(img: nib.Nifti1Image) -> np.ndarray:
-    """The array of ``img`` reoriented so that axis 0 runs to the left, axis 1 posterior, axis 2 superior."""
-    current = nib.orientations.io_orientation(img.affine)
-    transform = nib.orientations.ornt_transform(current, nib.orientations.axcodes2ornt(("L", "P", "S")))
-    return nib.orientations.apply_orientation(np.asanyarray(img.dataobj), transform)
-
 
 def load_lps(image_path: PathLike, label_path: PathLike) -> Tuple[np.ndarray, np.ndarray, Tuple[float, float, float]]:
     """``(image float64, mask bool, spacing mm)`` of a NIfTI pair, reoriented to LPS.
@@ -107,7 +102,7 @@ def load_lps(image_path: PathLike, label_path: PathLike) -> Tuple[np.ndarray, np
     zooms = np.zeros(3)
     for axis, (out_axis, _) in enumerate(transform):  # input axis -> its position in LPS order
         zooms[int(out_axis)] = float(img.header.get_zooms()[axis])
-    return _as_lps(img).astype(np.float64), _as_lps(lab) > 0, tuple(float(z) for z in zooms)
+    return as_lps_array(img).astype(np.float64), as_lps_array(lab) > 0, tuple(float(z) for z in zooms)
 
 
 def zscore(volume: np.ndarray) -> np.ndarray:
@@ -436,7 +431,6 @@ def write_figure(real: CaseStats, real_vol: Tuple[np.ndarray, np.ndarray], simul
     """Real case vs the nearest simulated case (three axial slices each, radiological view, anterior up),
     then histograms, texture spectra and bias profiles of the real case against every simulated site."""
     from matplotlib.figure import Figure
-    from PIL import Image
 
     near = simulated[nearest]
     sim_vol, sim_mask, _ = load_lps(near.image_path, near.label_path)
@@ -478,14 +472,7 @@ def write_figure(real: CaseStats, real_vol: Tuple[np.ndarray, np.ndarray], simul
     for a in axes[:, 3:].ravel():
         a.tick_params(labelsize=6)
     fig.tight_layout(pad=0.4)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    buffer.seek(0)
-    with Image.open(buffer) as rendered:
-        rendered.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(str(out_png), optimize=True)
-    return str(out_png)
+    return write_png(fig, out_png, dpi=90)
 
 
 REPORT_HEADER = """# Realism of the simulated sites against a real scan

@@ -15,7 +15,6 @@ Regenerate the montage in ``docs/`` (about 10 s)::
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Dict, List, Union
 import nibabel as nib
 import numpy as np
 
+from .io import as_lps_array, write_png
 from .synthesis.acquisition import (
     AcquisitionGeometry,
     add_rician_noise,
@@ -220,13 +220,6 @@ def _first_case(folder: Path):
     raise FileNotFoundError(f"no mask {stem}_segmentation.nii.gz (or _Segmentation) next to {image}.")
 
 
-def _as_lps(img: nib.Nifti1Image) -> np.ndarray:
-    """The array reoriented so that axis 0 runs to the left, axis 1 posterior, axis 2 superior."""
-    current = nib.orientations.io_orientation(img.affine)
-    target = nib.orientations.axcodes2ornt(("L", "P", "S"))
-    transform = nib.orientations.ornt_transform(current, target)
-    return nib.orientations.apply_orientation(np.asanyarray(img.dataobj), transform)
-
 
 def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 4, sagittal: bool = True) -> str:
     """One row per site found in ``data_dir`` (either naming): axial slices of its first case with the mask.
@@ -237,7 +230,6 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
     last column shows the mid-sagittal plane (anterior left, superior up) at the true aspect ratio.
     """
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
-    from PIL import Image
 
     slices_per_site = _check_int("slices_per_site", slices_per_site, 1)
     data_dir = Path(data_dir)
@@ -250,8 +242,8 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
     for row, (site, folder) in enumerate(sites):
         image_path, label_path = _first_case(folder)
         img = nib.load(str(image_path))
-        vol = _as_lps(img).astype(np.float32)
-        lab = _as_lps(nib.load(str(label_path))).astype(np.uint8)
+        vol = as_lps_array(img).astype(np.float32)
+        lab = as_lps_array(nib.load(str(label_path))).astype(np.uint8)
         zooms = img.header.get_zooms()[:3]
         lo, hi = np.percentile(vol, [0.5, 99.5])
         ks = np.flatnonzero(lab.any(axis=(0, 1)))
@@ -283,11 +275,4 @@ def write_montage(data_dir: PathLike, out_png: PathLike, slices_per_site: int = 
         axes[row, 0].set_ylabel(f"{folder.name}\n{coil}, {zooms[0]:.2f}x{zooms[2]:.2f} mm\n{img.get_data_dtype()}",
                                 fontsize=6)
     fig.tight_layout(pad=0.3)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    buffer.seek(0)
-    with Image.open(buffer) as rendered:  # a 256-colour palette keeps the committed PNG small
-        rendered.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(str(out_png), optimize=True)
-    return str(out_png)
+    return write_png(fig, out_png, dpi=100)
