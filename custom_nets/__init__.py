@@ -10,6 +10,7 @@ from .deeplabv3plus import DeepLabV3Plus
 from .enet import ENet
 from .erfnet import ERFNet
 from .espnet import ESPNet
+from .frozen import FrozenTeacher, fold_batchnorm, freeze_teacher
 from .nested_unet import NestedUNet
 from .onnx_runtime import OnnxRuntimeNetwork
 

@@ -57,13 +57,20 @@ def load_weights(network: nn.Module, path: Union[str, os.PathLike], role: str = 
     return network
 
 
-def load_frozen_teacher(network: nn.Module, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The teacher for distillation: weights from ``path``, on ``device``, in eval mode, without gradients."""
+def load_frozen_teacher(
+    network: nn.Module,
+    path: Union[str, os.PathLike],
+    device: Union[str, torch.device] = "cpu",
+    fold_bn: bool = True,
+    channels_last: bool = True,
+) -> nn.Module:
+    """The teacher for distillation: weights from ``path``, on ``device``, frozen by
+    :func:`custom_nets.frozen.freeze_teacher` (eval mode, no gradients, BatchNorm folded with ``fold_bn``,
+    channels-last with ``channels_last``): the outputs of the eval-mode network within float rounding, cheaper."""
+    from .frozen import freeze_teacher
+
     load_weights(network, path, role="teacher")
-    network.to(device).eval()
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    return network
+    return freeze_teacher(network.to(device), fold_bn=fold_bn, channels_last=channels_last)
 
 
 def feature_channels(network: nn.Module, in_channels: int = 1, size: int = 64) -> dict:

@@ -18,6 +18,19 @@ from torch import nn
 __all__ = ["OnnxRuntimeNetwork"]
 
 
+def _without_prelu(path: str):
+    """The serialized model of ``path`` with its ``PRelu`` operators replaced, or ``path`` itself when it has none."""
+    import onnx
+
+    from .onnx_graph import replace_prelu
+
+    model = onnx.load(path)  # with its external data, if any (the dynamo exporter writes <name>.onnx.data)
+    counts = replace_prelu(model)
+    if not any(v for k, v in counts.items() if k != "kept"):
+        return path, counts
+    return model.SerializeToString(), counts
+
+
 class OnnxRuntimeNetwork(nn.Module):
     """``forward(x) -> logits`` through an onnxruntime ``InferenceSession`` of the ONNX file ``path``.
 
@@ -26,10 +39,19 @@ class OnnxRuntimeNetwork(nn.Module):
     fixed batch size, usually 1: a batch of ``N`` is then run as ``N / b`` calls of the model's batch ``b``
     and concatenated, which gives the same numbers as one call.
 
+    The session runs one operator at a time (sequential execution, one inter-op thread) on ``intra_op_threads``
+    threads. Its threads do not spin waiting for work unless ``spinning``: spinning threads keep their cores busy
+    between calls and slow down everything else in the process (the pre- and post-processing) and on a shared
+    machine.
+
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file (float32, or int8 from :func:`custom_nets.quantization.quantize_onnx`).
         intra_op_threads: onnxruntime's intra-op threads (0: onnxruntime's default, one per core).
-        graph_optimization: ``"all"`` (default), ``"extended"``, ``"basic"`` or ``"disabled"``.
+        graph_optimization: ``"all"`` (default), ``"extended"``, ``"basic"`` or ``"disabled"``; from ``"basic"``
+            on, onnxruntime folds constants and fuses ``Conv`` + ``BatchNormalization`` + activation.
+        fast_prelu: replace the graph's ``PRelu`` operators by equivalent faster ones before the session is made
+            (:func:`custom_nets.onnx_graph.replace_prelu`; the file is not changed).
+        spinning: let idle onnxruntime threads spin (onnxruntime's default); off by default.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -40,7 +62,14 @@ class OnnxRuntimeNetwork(nn.Module):
 
     GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
 
-    def __init__(self, path: Union[str, os.PathLike], intra_op_threads: int = 0, graph_optimization: str = "all"):
+    def __init__(
+        self,
+        path: Union[str, os.PathLike],
+        intra_op_threads: int = 0,
+        graph_optimization: str = "all",
+        fast_prelu: bool = True,
+        spinning: bool = False,
+    ):
         super().__init__()
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
@@ -55,14 +84,21 @@ class OnnxRuntimeNetwork(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(intra_op_threads)
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = {
             "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[graph_optimization]
+        self.prelu_replaced = {}
         try:
-            self.session = ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
+            model = self.path
+            if fast_prelu:
+                model, self.prelu_replaced = _without_prelu(self.path)
+            self.session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as error:  # not an ONNX file, truncated, unsupported opset
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(error).__name__}: {error}).") from None
         model_input = self.session.get_inputs()[0]

@@ -20,6 +20,7 @@ from tools.bench.distill import (
     StepSpec,
     build_setup,
     distill_step,
+    distill_step_before,
     instrumented_distill_step,
     measure_distillation_cost,
     peak_step_memory_mb,
@@ -101,6 +102,25 @@ def test_measure_distillation_cost_structure():
     assert 0 < cost.loss_forward_share < cost.loss_share < 1
     assert cost.target_met == (cost.loss_share < 0.10)
     assert cost.threads == 1
+    assert cost.distill_before_s > 0 and cost.ratio_before == pytest.approx(cost.distill_before_s / cost.plain_s)
+    assert cost.teacher_before_s == pytest.approx(cost.distill_before_s - cost.distill_s + cost.part_s["teacher_forward"])
+
+
+def test_the_frozen_teacher_gives_the_unfolded_teachers_step():
+    """The bench's teacher is frozen as load_teacher freezes it (BN folded, channels-last); the step with the unfolded
+    copy computes the same gradients within float rounding."""
+    spec = StepSpec(**TINY, learning_rate=0.0)
+    setup = build_setup(spec, plain=False, before=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in setup.teacher.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in setup.teacher_before.modules())
+    torch.manual_seed(1)
+    distill_step(setup)
+    after = _gradients(setup)
+    torch.manual_seed(1)
+    distill_step_before(setup)
+    before = _gradients(setup)
+    for name in after:
+        torch.testing.assert_close(after[name], before[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_peak_memory_of_a_step_grows_with_the_batch():
@@ -130,6 +150,7 @@ def test_write_distill_tables(tmp_path):
     assert float(rows[0]["ratio"]) == pytest.approx(costs[0].ratio, rel=1e-3)
     text = md_path.read_text()
     assert "| tiny | 2x1x32x32 |" in text and "1.00 / 2.00 / 3.00" in text and "`cmd`" in text
+    assert "## The frozen teacher: before and after" in text and float(rows[0]["ratio_before"]) > 0
 
 
 # ------------------------------------------------------------------------------------------------ inference

@@ -1,15 +1,23 @@
 """Benchmarks that print figures and write tables under ``results/``.
 
 * ``python -m tools.bench models [--size 384] [--width 1.0] [--repeats 10] [--threads N] [--out-dir results]
-  [--inference/--noinference] [--inference-repeats 5]``: Table 1 (parameters, GMACs, latency per slice), then,
-  unless ``--noinference``, the ``inference`` benchmark below (its summary is appended to ``models.md``).
+  [--emkd-dir DIR] [--speed/--nospeed] [--speed-threads 1,2] [--speed-repeats 10] [--int8/--noint8]
+  [--inference/--noinference] [--inference-repeats 5]``: Table 1 (parameters, GMACs, latency per slice); then,
+  unless ``--nospeed``, the students per slice through the shipped ONNX path against PyTorch eager and, with
+  ``--emkd-dir`` (a checkout of EagleMIT/EMKD), EMKD's code (tools/bench/speed.py; ``speed.csv``); then, unless
+  ``--noinference``, the ``inference`` benchmark below. Both summaries are appended to ``models.md``.
 * ``python -m tools.bench inference [--networks ENet,DeepLabV3Plus] [--size 384] [--slices 30] [--repeats 5]
   [--threads N] [--teacher-width W] [--out-dir results] [--nomodels-section]``: one simulated volume through
   each network's bundle inference.yaml, file to mask; writes ``inference.md``/``.csv`` and the summary section
   of ``models.md``.
 * ``python -m tools.bench distill [--profile paper,cpu] [--size S] [--batch B] [--student ENet]
-  [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]``:
-  the cost of a distillation step against a plain student step; writes ``distill_cost.md``/``.csv``.
+  [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]
+  [--before/--nobefore]``: the cost of a distillation step against a plain student step, and (``--before``) the
+  step with the teacher as it was before ``custom_nets.freeze_teacher``; writes ``distill_cost.md``/``.csv``.
+* ``python -m tools.bench quantization --bundle B --weights model.pt [--dataset-dir DIR] [--target-site BIDMC]
+  [--profile profile_cpu] [--calibration-slices 64] [--work-dir results/quantization] [--out-dir results]``: the
+  unseen-site Dice of a trained student in PyTorch, ONNX float32 and ONNX int8 (tools/bench/quantization.py); repeat
+  ``--bundle``/``--weights`` as comma-separated lists for several models; writes ``quantization.md``/``.csv``.
 * ``python -m tools.bench preprocessing [--work-dir results/preprocessing] [--data synthetic] [--site BIDMC]
   [--threads 1] [--out-dir results]``: the ENet student without distillation trained through its bundle at the CPU
   profile for each ``in_plane_mode`` x ``intensity_norm``; source-site validation, unseen-site and real-case Dice;
@@ -103,12 +111,16 @@ def inference(
 
 
 def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int | None = None, out_dir: str = "results",
-           networks: str | None = None, inference: bool = True, inference_repeats: int = 5) -> None:
+           networks: str | None = None, emkd_dir: str | None = None, speed: bool = True, speed_threads: str = "1,2",
+           speed_repeats: int = 10, int8: bool = True, inference: bool = True, inference_repeats: int = 5) -> None:
     """Parameters, GMACs and CPU latency per slice of the five networks; writes ``models.md`` and ``models.csv``.
 
-    With ``inference`` (default), then runs :func:`inference` for ENet and DeepLabV3+ at ``size`` (``--noinference``
-    to skip it).
+    With ``speed`` (default), then times the students per slice through the shipped ONNX path, PyTorch eager and,
+    with ``emkd_dir``, EMKD's code (tools/bench/speed.py). With ``inference`` (default), then runs :func:`inference`
+    for ENet and DeepLabV3+ at ``size`` (``--noinference`` to skip it).
     """
+    from custom_nets import NETWORKS
+
     from .models import benchmark_models, write_models_table
 
     names = _names(networks) or None
@@ -116,6 +128,17 @@ def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int 
     md_path, csv_path = write_models_table(figures, out_dir, command=_command())
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}")
+    if speed:
+        from .speed import measure_student_speed, write_speed_section
+
+        load_average = os.getloadavg()
+        students = [n for n in (names or NETWORKS) if NETWORKS[n][1] == "student"]
+        speeds = measure_student_speed(
+            students, size=size, threads=[int(t) for t in _names(speed_threads)], repeats=speed_repeats,
+            emkd_dir=emkd_dir, int8=int8, progress=_print,
+        )
+        write_speed_section(speeds, md_path, os.path.join(out_dir, "speed.csv"), load_average=load_average)
+        print(md_path.read_text())
     if inference:
         _run_inference(size=size, repeats=inference_repeats, threads=threads, out_dir=out_dir, command=_command())
 
@@ -133,11 +156,13 @@ def distill(
     threads: int | None = None,
     device: str = "cpu",
     memory: bool = True,
+    before: bool = True,
     out_dir: str = "results",
 ) -> None:
     """The cost of a distillation step at each profile (``paper``: 384x384, batch 16, teacher width 1.0; ``cpu``:
     96x96, batch 16, teacher width 0.25), one after the other; ``--size`` etc. override every profile's value.
-    ``repeats`` defaults to 3 at the paper's size and 10 at the CPU profile."""
+    ``repeats`` defaults to 3 at the paper's size and 10 at the CPU profile. With ``before`` (default), the step with
+    the teacher unfolded (as before ``custom_nets.freeze_teacher``) is timed in the same rounds."""
     import torch
 
     from .distill import measure_distillation_cost, profile_spec, write_distill_tables
@@ -156,15 +181,55 @@ def distill(
                f"{spec.teacher} ({spec.teacher_width:g}), {n} repeats + {warmup} warm-up, {torch.get_num_threads()} thread(s)")
         cost = measure_distillation_cost(
             spec, profile=name, repeats=n, warmup=warmup, memory=memory, threads=threads,
-            progress=lambda message, name=name: _print(f"[{name}] {message}"),
+            progress=lambda message, name=name: _print(f"[{name}] {message}"), before=before,
         )
-        _print(f"[{name}] ratio {cost.ratio:.2f}x, LM+KM+AA {100 * cost.loss_share:.1f}% of the step")
+        _print(f"[{name}] ratio {cost.ratio:.2f}x" + (f" (unfolded teacher {cost.ratio_before:.2f}x)" if before else "")
+               + f", LM+KM+AA {100 * cost.loss_share:.1f}% of the step")
         costs.append(cost)
     md_path, csv_path = write_distill_tables(
         costs, out_dir, command=_command(), load_average=load_average, load_average_end=os.getloadavg()
     )
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}")
+
+
+def quantization(
+    bundle: str,
+    weights: str,
+    dataset_dir: str = "results/cpu_default/data",
+    target_site: str = "BIDMC",
+    profile: str = "profile_cpu",
+    calibration_slices: int = 64,
+    threads: int | None = 1,
+    work_dir: str = "results/quantization",
+    out_dir: str = "results",
+    labels: str | None = None,
+    notes: str | None = None,
+) -> None:
+    """Unseen-site Dice of trained students: PyTorch, ONNX float32, ONNX int8 (tools/bench/quantization.py).
+
+    ``bundle``, ``weights`` (and ``labels``, the models' names in the table): one each, or comma-separated lists of
+    equal length (one model per item). ``notes``: lines for the table's notes, separated by ``|``."""
+    import torch
+
+    from .quantization import measure_quantization, write_quantization_table
+
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    bundles, files = _names(bundle), _names(weights)
+    names = _names(labels) or [None] * len(files)
+    if not len(bundles) == len(files) == len(names):
+        raise ValueError(f"--bundle, --weights and --labels must list as many items, got {len(bundles)}, {len(files)} "
+                         f"and {len(names)}.")
+    results = []
+    for index, (name, path, label) in enumerate(zip(bundles, files, names)):
+        results.append(measure_quantization(
+            name, path, dataset_dir, target_site, os.path.join(work_dir, f"{index}_{name}"), profile=profile,
+            calibration_count=calibration_slices, label=label, progress=_print,
+        ))
+    lines = [line.strip() for line in (notes or "").split("|") if line.strip()]
+    md_path = write_quantization_table(results, out_dir, command=_command(), notes=lines)
+    print(md_path.read_text())
 
 
 def preprocessing(
@@ -208,5 +273,6 @@ def preprocessing(
 
 if __name__ == "__main__":
     fire.Fire({name: one_line_errors(command) for name, command in
-               {"models": models, "inference": inference, "distill": distill, "preprocessing": preprocessing}.items()},
+               {"models": models, "inference": inference, "distill": distill, "quantization": quantization,
+                "preprocessing": preprocessing}.items()},
               name="tools.bench")

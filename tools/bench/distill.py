@@ -9,9 +9,12 @@ z-scored noise, ``label`` a centred disk), after ``warmup`` untimed rounds:
   ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` -> ``backward`` -> ``Adam.step``;
 * **distill**: the bundle's own :class:`custom_losses.training.DistillationIteration` on a
   :class:`~custom_losses.training.DistillationModel` (student + :class:`~custom_losses.DistillationLoss` with
-  distill.yaml's defaults): the teacher's ``forward_features`` in eval mode under ``no_grad``, the student's
-  ``forward_features``, the terms of eq. 8, ``backward`` of the total, ``Adam.step`` over student, KM adapter
-  and AA weights;
+  distill.yaml's defaults) with the teacher as ``tools.bundles.load_teacher`` gives it
+  (:func:`custom_nets.freeze_teacher`: eval mode, BatchNorm folded, channels-last, no autograd graph): the
+  teacher's ``forward_features``, the student's ``forward_features``, the terms of eq. 8, ``backward`` of the
+  total, ``Adam.step`` over student, KM adapter and AA weights;
+* **distill, unfolded teacher** (with ``before``): the same step with the teacher as it was before
+  ``freeze_teacher``: the same weights in eval mode under ``no_grad``, BatchNorm unfolded, contiguous layout;
 * **instrumented**: the same distillation step cut at the student's outputs so that each part is timed with
   ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on
   ``seg_loss``, ``logits_loss``, ``kernel_losses``, ``affinity_loss``; "loss glue" is the rest of
@@ -50,7 +53,7 @@ from torch import nn
 
 from custom_losses import DistillationLoss
 from custom_losses.training import DistillationIteration, DistillationModel
-from custom_nets import NETWORKS, feature_channels
+from custom_nets import NETWORKS, feature_channels, freeze_teacher
 
 __all__ = [
     "PROFILES",
@@ -62,6 +65,7 @@ __all__ = [
     "build_setup",
     "plain_step",
     "distill_step",
+    "distill_step_before",
     "instrumented_distill_step",
     "measure_step_times",
     "peak_step_memory_mb",
@@ -142,6 +146,8 @@ class StepSetup:
     distill_optimizer: Optional[torch.optim.Optimizer]
     iteration: Optional[DistillationIteration]
     engine: Optional[SimpleNamespace]
+    teacher_before: Optional[nn.Module] = None
+    iteration_before: Optional[DistillationIteration] = None
 
 
 def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -153,10 +159,12 @@ def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Te
     return image.to(device), label.to(device)
 
 
-def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> StepSetup:
+def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True, before: bool = False) -> StepSetup:
     """Networks, losses, optimizers (Adam at ``spec.learning_rate``, as train.yaml) and one batch for ``spec``.
 
-    The teacher is built with random weights, frozen and in eval mode (``DistillationIteration`` does this);
+    The teacher is built with random weights and frozen as ``tools.bundles.load_teacher`` freezes it
+    (:func:`custom_nets.freeze_teacher`); with ``before``, an unfolded copy of it (eval mode, gradients off, as
+    ``DistillationIteration`` keeps it) drives a second :class:`DistillationIteration` on the same student;
     the distillation loss is distill.yaml's: eq. 8 with KM on ``high -> high``, KM as a per-entry mean and AA
     class-balanced (docs/distillation.md).
     """
@@ -170,10 +178,11 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> Ste
     plain_loss = DiceFocalLoss(softmax=True, to_onehot_y=True) if plain else None
     plain_optimizer = torch.optim.Adam(plain_network.parameters(), lr=spec.learning_rate) if plain else None
 
-    teacher = model = distill_optimizer = iteration = engine = None
+    teacher = model = distill_optimizer = iteration = engine = teacher_before = iteration_before = None
     if distill:
         teacher_class, _ = NETWORKS[spec.teacher]
         teacher = teacher_class(in_channels=1, out_channels=2, width=spec.teacher_width).to(device)
+        teacher_before = copy.deepcopy(teacher).eval() if before else None
         loss = DistillationLoss(
             kernel_pairs=[["high", "high"]],
             student_channels=feature_channels(student),
@@ -183,7 +192,9 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> Ste
         )
         model = DistillationModel(student, loss).to(device)
         distill_optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+        teacher = freeze_teacher(teacher)  # as tools.bundles.load_teacher
         iteration = DistillationIteration(teacher)  # eval mode, requires_grad off
+        iteration_before = DistillationIteration(teacher_before) if before else None
         # the attributes of ignite's engine that DistillationIteration reads
         engine = SimpleNamespace(
             network=model,
@@ -196,7 +207,7 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> Ste
         plain_network.train()
     return StepSetup(
         spec, device, image, label, plain_network, plain_loss, plain_optimizer, teacher, model, distill_optimizer,
-        iteration, engine,
+        iteration, engine, teacher_before, iteration_before,
     )
 
 
@@ -217,6 +228,11 @@ def plain_step(setup: StepSetup) -> None:
 def distill_step(setup: StepSetup) -> None:
     """One step of distill.yaml's training: :class:`DistillationIteration` itself."""
     setup.iteration(setup.engine, {"image": setup.image, "label": setup.label})
+
+
+def distill_step_before(setup: StepSetup) -> None:
+    """:func:`distill_step` with the unfolded teacher (``build_setup(..., before=True)``)."""
+    setup.iteration_before(setup.engine, {"image": setup.image, "label": setup.label})
 
 
 class _ForwardTimer:
@@ -329,14 +345,17 @@ def _timed(step: Callable[[StepSetup], object], setup: StepSetup) -> Tuple[float
 def measure_step_times(
     setup: StepSetup, repeats: int = 10, warmup: int = 1, progress: Optional[Callable[[str], None]] = None
 ) -> Dict[str, list]:
-    """``{"plain": [s, ...], "distill": [s, ...], "instrumented": [{part: s, ..., "total": s}, ...]}``.
+    """``{"plain": [s, ...], "distill": [s, ...], "instrumented": [{part: s, ..., "total": s}, ...]}`` and, when the
+    setup has the unfolded teacher, ``"distill_before": [s, ...]``.
 
-    Each of ``warmup + repeats`` rounds runs the three steps once, in an order rotated by one every round, so
-    that a change of machine load reaches all three alike; the ``warmup`` rounds are not kept.
+    Each of ``warmup + repeats`` rounds runs the steps once, in an order rotated by one every round, so
+    that a change of machine load reaches all alike; the ``warmup`` rounds are not kept.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
     steps = [("plain", plain_step), ("distill", distill_step), ("instrumented", instrumented_distill_step)]
+    if setup.iteration_before is not None:
+        steps.insert(2, ("distill_before", distill_step_before))
     times: Dict[str, list] = {name: [] for name, _ in steps}
     for index in range(warmup + repeats):
         kept = index >= warmup
@@ -439,6 +458,18 @@ class DistillCost:
     plain_memory: Dict[str, float] = field(default_factory=dict)
     distill_memory: Dict[str, float] = field(default_factory=dict)
     memory_method: str = ""
+    distill_before_s: Optional[float] = None  # the step with the unfolded teacher (measured with ``before``)
+
+    @property
+    def ratio_before(self) -> Optional[float]:
+        return None if self.distill_before_s is None else self.distill_before_s / self.plain_s
+
+    @property
+    def teacher_before_s(self) -> Optional[float]:
+        """The unfolded teacher's forward, derived: its step minus the parts of the step that are not the teacher's."""
+        if self.distill_before_s is None:
+            return None
+        return self.distill_before_s - (self.distill_s - self.part_s["teacher_forward"])
 
     @property
     def target_met(self) -> bool:
@@ -459,11 +490,13 @@ def measure_distillation_cost(
     memory: bool = True,
     threads: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
+    before: bool = True,
 ) -> DistillCost:
-    """Time the three steps of ``spec`` (:func:`measure_step_times`) and, with ``memory``, their peak memory."""
+    """Time the steps of ``spec`` (:func:`measure_step_times`; with ``before``, also the step with the unfolded
+    teacher) and, with ``memory``, their peak memory."""
     if threads is not None:
         torch.set_num_threads(int(threads))
-    setup = build_setup(spec)
+    setup = build_setup(spec, before=before)
     times = measure_step_times(setup, repeats=repeats, warmup=warmup, progress=progress)
     del setup
     instrumented = times["instrumented"]
@@ -486,6 +519,7 @@ def measure_distillation_cost(
         shares=shares,
         loss_share=loss_share,
         loss_forward_share=loss_forward_share,
+        distill_before_s=statistics.median(times["distill_before"]) if "distill_before" in times else None,
     )
     if memory:
         if progress is not None:
@@ -508,7 +542,7 @@ def profile_spec(profile: str, **overrides) -> StepSpec:
 # ------------------------------------------------------------------------------------------------ tables
 
 _PART_LABELS = {
-    "teacher_forward": "teacher forward (eval, no_grad)",
+    "teacher_forward": "teacher forward (frozen: BN folded, channels-last, no_grad)",
     "student_forward": "student forward_features",
     "seg_forward": "Seg (Dice+Focal) forward",
     "logits_forward": "LM forward",
@@ -555,6 +589,9 @@ def write_distill_tables(
         row.update(
             plain_s=c.plain_s, distill_s=c.distill_s, ratio=c.ratio, instrumented_s=c.instrumented_s,
             loss_share=c.loss_share, loss_forward_share=c.loss_forward_share, target_met=c.target_met,
+            distill_before_s=c.distill_before_s if c.distill_before_s is not None else "",
+            ratio_before=c.ratio_before if c.ratio_before is not None else "",
+            teacher_forward_before_s=c.teacher_before_s if c.teacher_before_s is not None else "",
         )
         row.update({f"{name}_s": c.part_s[name] for name in PART_NAMES})
         row.update({f"{name}_share": c.shares[name] for name in PART_NAMES})
@@ -584,9 +621,9 @@ def write_distill_tables(
         lines[-1] += "; the machine is shared, so absolute times carry that load; the ratios are measured in one run."
     lines += [
         "",
-        "Times are medians over the repeats, after warm-up rounds; the three steps are interleaved in every round.",
+        "Times are medians over the repeats, after warm-up rounds; the steps are interleaved in every round.",
         "*plain*: zero_grad, student forward, DiceFocalLoss, backward, Adam step (train.yaml). *distill*: the bundle's",
-        "`DistillationIteration` (teacher forward in eval mode under no_grad, student forward_features, eq. 8 with",
+        "`DistillationIteration` (forward of the frozen teacher of `load_teacher`, student forward_features, eq. 8 with",
         "LM + KM + AA, backward, Adam over student, KM adapter and AA weights). The three losses' share counts their",
         "forward and their own backward (down to the student's outputs); the student's backward pass is its own row,",
         "since the gradients of all terms go through it together.",
@@ -603,6 +640,29 @@ def write_distill_tables(
             f"{c.instrumented_s:.3f} | {100 * c.loss_share:.1f}% | {'met' if c.target_met else 'missed'} | "
             f"{100 * c.loss_forward_share:.1f}% | {_memory_cell(c.plain_memory)} | {_memory_cell(c.distill_memory)} |"
         )
+    measured_before = [c for c in costs if c.distill_before_s is not None]
+    if measured_before:
+        lines += [
+            "",
+            "## The frozen teacher: before and after",
+            "",
+            "*Before*: the teacher as it was (eval mode, no_grad, BatchNorm unfolded, contiguous layout); *after*: as",
+            "`tools.bundles.load_teacher` gives it now (`custom_nets.freeze_teacher`: BatchNorm folded into the",
+            "convolutions, channels-last; outputs equal within float rounding, tests/test_frozen.py). Both steps run",
+            "interleaved in the same rounds as the plain one. Teacher forward *after*: the instrumented step's; *before*:",
+            "derived as the before step minus the after step's other parts.",
+            "",
+            "| profile | plain step (s) | distill step before (s) | distill step after (s) | ratio before | ratio after | "
+            "step speed-up | teacher forward before (s) | teacher forward after (s) | teacher speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in measured_before:
+            teacher_after = c.part_s["teacher_forward"]
+            lines.append(
+                f"| {c.profile} | {c.plain_s:.3f} | {c.distill_before_s:.3f} | {c.distill_s:.3f} | {c.ratio_before:.2f}x | "
+                f"{c.ratio:.2f}x | {c.distill_before_s / c.distill_s:.2f}x | {c.teacher_before_s:.3f} | "
+                f"{teacher_after:.3f} | {c.teacher_before_s / teacher_after:.2f}x |"
+            )
     lines += [
         "",
         f"Repeats: {', '.join(f'{c.profile} {c.repeats} (+{c.warmup} warm-up)' for c in costs)}.",
@@ -610,6 +670,9 @@ def write_distill_tables(
         "## Where the time of a distillation step goes",
         "",
         "Median seconds of each part of the instrumented step and its median share of the step.",
+        "",
+        "The teacher is frozen as `tools.bundles.load_teacher` freezes it (`custom_nets.freeze_teacher`: BatchNorm",
+        "folded into the convolutions, channels-last, no autograd graph).",
         "",
         "| part | " + " | ".join(f"{c.profile} (s) | {c.profile} share" for c in costs) + " |",
         "|---|" + "---|---|" * len(costs),

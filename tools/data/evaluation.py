@@ -33,15 +33,14 @@ from monai.metrics import (
 )
 from monai.transforms import (
     Activationsd,
-    AsDiscreted,
     Compose,
     Invertd,
-    KeepLargestConnectedComponentd,
     SaveImaged,
 )
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from tools.data.postprocess import Argmaxd, KeepLargestComponentd
 from tools.data.quality import CountComponentsd, MaskQualityReportd
 from tools.data.transforms import in_plane_size, preprocessing_transforms
 
@@ -131,12 +130,15 @@ def evaluation_postprocessing(
     separate_folder: bool = False,
     quality_report: bool = True,
 ) -> Compose:
-    """Logits ``(classes, H, W, Z)`` -> label map ``(1, X, Y, Z)`` in the geometry of the input file.
+    """Logits ``(classes, H, W, Z)`` -> label map ``(1, X, Y, Z)``, ``uint8``, in the geometry of the input file.
 
     ``Activationsd(softmax)`` -> ``Invertd`` through ``preprocessing`` (the transforms recorded on
-    ``image_key``, last first: crop / pad, spacing or resize, orientation) -> ``AsDiscreted(argmax)`` -> ``KeepLargestConnectedComponentd``
-    on label 1 -> ``SaveImaged`` (uint8, the input's affine, ``<name>_<output_postfix>.nii.gz`` in
-    ``output_dir``) if ``output_dir`` is set.
+    ``image_key``, last first: crop / pad, spacing or resize, orientation) -> argmax -> largest connected component
+    of label 1 -> ``SaveImaged`` (uint8, the input's affine, ``<name>_<output_postfix>.nii.gz`` in
+    ``output_dir``) if ``output_dir`` is set. The argmax and the component step are
+    :class:`tools.data.postprocess.Argmaxd` and :class:`tools.data.postprocess.KeepLargestComponentd`: the masks of
+    MONAI's ``AsDiscreted(argmax=True)`` and ``KeepLargestConnectedComponentd``, voxel for voxel, in tens of
+    milliseconds instead of about a second on a 384 x 384 x 30 volume.
 
     Args:
         preprocessing: the Compose that produced ``image_key`` (e.g. :func:`evaluation_preprocessing`).
@@ -159,22 +161,22 @@ def evaluation_postprocessing(
         transforms: list = [
             Activationsd(keys=pred_key, softmax=True),
             Invertd(keys=pred_key, transform=preprocessing, orig_keys=image_key, nearest_interp=False),
-            AsDiscreted(keys=pred_key, argmax=True),
+            Argmaxd(keys=pred_key),
         ]
     else:
         transforms = [
             Activationsd(keys=pred_key, softmax=True),
-            AsDiscreted(keys=pred_key, argmax=True),
+            Argmaxd(keys=pred_key, dtype=torch.float32),  # float for Invertd's resampling
             Invertd(keys=pred_key, transform=preprocessing, orig_keys=image_key, nearest_interp=True),
         ]
-    if report:
-        transforms.append(CountComponentsd(keys=pred_key))
     if keep_largest_component:
-        transforms.append(
-            KeepLargestConnectedComponentd(
-                keys=pred_key, applied_labels=[1], is_onehot=False, connectivity=connectivity
-            )
-        )
+        # the component count before the largest is kept, for the quality report, from the same labelling
+        count_key = "{key}_components" if report and connectivity is None else None
+        transforms.append(KeepLargestComponentd(keys=pred_key, label=1, connectivity=connectivity, count_key=count_key))
+        if report and count_key is None:
+            transforms.insert(-1, CountComponentsd(keys=pred_key))
+    elif report:
+        transforms.append(CountComponentsd(keys=pred_key))
     if output_dir is not None:
         transforms.append(
             SaveImaged(
