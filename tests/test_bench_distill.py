@@ -201,21 +201,28 @@ def test_bundle_inference_writes_the_mask_in_the_input_geometry(tmp_path):
 
 def test_measure_inference_tables_and_models_section(tmp_path):
     figures = measure_inference(
-        ["ENet", "DeepLabV3Plus"], size=32, slices=6, repeats=1, warmup=0, widths={"DeepLabV3Plus": 0.125},
-        work_dir=tmp_path / "work",
+        ["ENet:onnx", "ENet", "DeepLabV3Plus"], size=32, slices=6, repeats=1, warmup=0,
+        widths={"DeepLabV3Plus": 0.125}, work_dir=tmp_path / "work",
     )
-    student, teacher = figures
+    onnx, student, teacher = figures
     assert (student.role, teacher.role, student.width, teacher.width) == ("student", "teacher", 1.0, 0.125)
+    assert (onnx.runtime, student.runtime, onnx.network) == ("onnx", "torch", "ENet")
     assert student.volume_shape == (32, 32, 6) and student.threads == 1
-    assert list(student.stages)[0] == "pre:LoadImaged" and list(student.stages)[-2:] == [
-        "post:SaveImaged", "post:MaskQualityReportd"]  # the mask, then its quality report beside it
-    assert "inference" in student.stages and all(v >= 0 for v in student.stages.values())
-    assert (tmp_path / "work" / "prostate_mri_enet_student" / "eval" / "volume_seg.nii.gz").is_file()
+    for figure in (onnx, student):
+        assert list(figure.stages)[:2] == ["pre:LoadImaged", "check"] and list(figure.stages)[-2:] == [
+            "post:SaveImaged", "post:MaskQualityReportd"]  # the mask, then its quality report beside it
+        assert "inference" in figure.stages and all(v >= 0 for v in figure.stages.values())
+    work = tmp_path / "work" / "prostate_mri_enet_student"
+    assert (work / "models" / "model.onnx").is_file()
+    torch_mask, onnx_mask = (nib.load(str(work / f"eval_{i}" / "volume_seg.nii.gz")) for i in (0, 1))
+    assert torch_mask.shape == onnx_mask.shape == (32, 32, 6)
 
     md_path, csv_path = write_inference_table(figures, tmp_path, command="cmd")
     rows = list(csv.DictReader(open(csv_path)))
-    assert [r["network"] for r in rows] == ["ENet", "DeepLabV3Plus"] and rows[0]["volume_shape"] == "32x32x6"
-    assert "post:SaveImaged" in md_path.read_text()
+    assert [r["network"] for r in rows] == ["ENet", "ENet", "DeepLabV3Plus"] and rows[0]["volume_shape"] == "32x32x6"
+    assert [r["runtime"] for r in rows] == ["onnx", "torch", "torch"]
+    text = md_path.read_text()
+    assert "post:SaveImaged" in text and "ENet (width 1, ONNX Runtime)" in text
 
     models_md = tmp_path / "models.md"
     models_md.write_text("# Networks\n\n| table |\n")

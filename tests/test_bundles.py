@@ -603,8 +603,9 @@ def test_distillation_one_epoch(student, distilled, dataset_dir):
 
 
 def test_teacher_stays_frozen_during_distillation(dataset_dir, trained, tmp_path):
-    """One distillation epoch: the teacher stays in eval mode without gradients and its weights and BatchNorm
-    running statistics are bit-identical afterwards; the student, the KM adapters and the AA weights do train."""
+    """One distillation epoch: the teacher (frozen by load_teacher: BatchNorm folded into its convolutions) stays in
+    eval mode without gradients and its weights are bit-identical afterwards; the student, the KM adapters and the
+    AA weights do train."""
     teacher_root = copy_bundle(DISTILL_TEACHER, tmp_path, source=trained.get(DISTILL_TEACHER))
     root = copy_bundle(FAST_STUDENT, tmp_path)
     wf = workflow(
@@ -617,8 +618,14 @@ def test_teacher_stays_frozen_during_distillation(dataset_dir, trained, tmp_path
     loss = wf.parser.get_parsed_content("distillation_loss")
     trainer = wf.parser.get_parsed_content("train#trainer")
     teacher_before, student_before, loss_before = clone_state(teacher), clone_state(student), clone_state(loss)
-    assert states_equal(teacher_before, load_state(teacher_root / "models" / "model.pt"))
-    assert any("running_mean" in k for k in teacher_before), "the teacher has no BatchNorm to check"
+    from custom_nets import FrozenTeacher
+    from tools.bundles import load_teacher
+
+    assert isinstance(teacher, FrozenTeacher)
+    assert any("running_mean" in k for k in load_state(teacher_root / "models" / "model.pt")), "no BatchNorm to fold"
+    assert not any("running_mean" in k for k in teacher_before), "the teacher's BatchNorm is not folded"
+    reference = load_teacher(str(teacher_root), width=TEACHER_WIDTH)  # the checkpoint, frozen the same way
+    assert states_equal(teacher_before, clone_state(reference)), "the teacher is not the checkpoint's, folded"
     assert loss_before, "the distillation loss has no trainable state (KM adapters, AA weights)"
 
     from ignite.engine import Events

@@ -6,10 +6,11 @@
   unless ``--nospeed``, the students per slice through the shipped ONNX path against PyTorch eager and, with
   ``--emkd-dir`` (a checkout of EagleMIT/EMKD), EMKD's code (tools/bench/speed.py; ``speed.csv``); then, unless
   ``--noinference``, the ``inference`` benchmark below. Both summaries are appended to ``models.md``.
-* ``python -m tools.bench inference [--networks ENet,DeepLabV3Plus] [--size 384] [--slices 30] [--repeats 5]
-  [--threads N] [--teacher-width W] [--out-dir results] [--nomodels-section]``: one simulated volume through
-  each network's bundle inference.yaml, file to mask; writes ``inference.md``/``.csv`` and the summary section
-  of ``models.md``.
+* ``python -m tools.bench inference [--networks ENet:onnx,ENet,DeepLabV3Plus] [--size 384] [--slices 30]
+  [--repeats 5] [--threads N] [--teacher-width W] [--weights ENet=model.pt] [--out-dir results]
+  [--nomodels-section]``: one simulated volume through each network's bundle inference.yaml (``:onnx``:
+  inference_onnx.yaml merged over it), file to mask, with the stage breakdown; writes ``inference.md``/``.csv``
+  and the summary section of ``models.md``.
 * ``python -m tools.bench distill [--profile paper,cpu] [--size S] [--batch B] [--student ENet]
   [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]
   [--before/--nobefore]``: the cost of a distillation step against a plain student step, and (``--before``) the
@@ -49,7 +50,7 @@ def _print(message: str) -> None:
 
 
 def _run_inference(
-    networks: str = "ENet,DeepLabV3Plus",
+    networks: str = "ENet:onnx,ENet,DeepLabV3Plus",
     size: int = 384,
     slices: int = 30,
     repeats: int = 5,
@@ -62,21 +63,23 @@ def _run_inference(
     out_dir: str = "results",
     models_section: bool = True,
     command: str | None = None,
+    weights: str | None = None,
 ) -> None:
     from custom_nets import NETWORKS
 
-    from .inference import measure_inference, update_models_md, write_inference_table
+    from .inference import measure_inference, parse_network, update_models_md, write_inference_table
 
     load_average = os.getloadavg()
-    names = _names(networks)
+    specs = _names(networks)
     widths = {}
-    for name in names:
+    for name in dict.fromkeys(parse_network(spec)[0] for spec in specs):
         width = teacher_width if NETWORKS.get(name, (None, None))[1] == "teacher" else student_width
         if width is not None:
             widths[name] = float(width)
+    trained = dict(item.split("=", 1) for item in _names(weights))
     figures = measure_inference(
-        names, size=size, slices=slices, repeats=repeats, warmup=warmup, widths=widths, threads=threads,
-        device=device, stages=stages, progress=_print,
+        specs, size=size, slices=slices, repeats=repeats, warmup=warmup, widths=widths, threads=threads,
+        device=device, stages=stages, progress=_print, weights=trained,
     )
     md_path, csv_path = write_inference_table(figures, out_dir, command=command or _command(), load_average=load_average)
     print(md_path.read_text())
@@ -87,7 +90,7 @@ def _run_inference(
 
 
 def inference(
-    networks: str = "ENet,DeepLabV3Plus",
+    networks: str = "ENet:onnx,ENet,DeepLabV3Plus",
     size: int = 384,
     slices: int = 30,
     repeats: int = 5,
@@ -99,14 +102,16 @@ def inference(
     stages: bool = True,
     out_dir: str = "results",
     models_section: bool = True,
+    weights: str | None = None,
 ) -> None:
     """A ``size x size x slices`` volume through each network's bundle, file to mask (see tools/bench/inference.py).
 
-    Writes ``inference.md``/``.csv`` in ``out_dir`` and, with ``models_section``, the summary section of
-    ``out_dir/models.md``."""
+    ``networks``: names, each with ``:onnx`` for the ONNX Runtime path. ``weights``: ``Name=model.pt`` items
+    (comma-separated) to run trained weights instead of random ones. Writes ``inference.md``/``.csv`` in ``out_dir``
+    and, with ``models_section``, the summary section of ``out_dir/models.md``."""
     _run_inference(
         networks, size, slices, repeats, warmup, threads, teacher_width, student_width, device, stages, out_dir,
-        models_section,
+        models_section, weights=weights,
     )
 
 

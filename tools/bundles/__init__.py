@@ -69,20 +69,24 @@ def loso_datalist(
 
 
 class InferenceDatalist(list):
-    """``[{"image": path}, ...]`` of the inputs fit for inference; ``failed`` holds one line per refused file."""
+    """``[{"image": path}, ...]`` of the inputs fit for inference; ``failed`` holds one line per refused file and
+    ``segmented`` counts the files a :class:`tools.data.inference.InferenceDataset` handed on."""
 
     def __init__(self, entries, failed=()):
         super().__init__(entries)
         self.failed = list(failed)
+        self.segmented = 0
 
 
 def inference_datalist(input_path: str, check: bool = True) -> InferenceDatalist:
     """The volumes to segment: one file, or every volume file (NIfTI, MetaImage, NRRD) in a folder.
 
-    With ``check``, each file is read and checked first (:func:`tools.data.verify.check_inference_image`:
-    readable, 3D, finite, not constant). Refused files are listed in ``failed`` and the others segmented; when
-    no file is fit, the problems are printed to stderr and the process exits with status 1 before any model is
-    built or mask written. :func:`exit_if_inputs_failed` ends a run that segmented the good files with status 1.
+    A missing input or a folder without volume files: the problem is printed to stderr and the process exits with
+    status 1. With ``check``, each file is also read and checked here (:func:`tools.data.verify.check_inference_image`:
+    readable, 3D, finite, not constant); refused files are listed in ``failed`` and the others segmented; when
+    no file is fit, the process exits with status 1 before any model is built. Without ``check`` (the bundles'
+    inference.yaml), :class:`tools.data.inference.InferenceDataset` makes the same checks on the volume it reads
+    anyway, so that each file is read once. :func:`exit_if_inputs_failed` ends a run with refused files with status 1.
     """
     path = Path(input_path) if input_path else None
     if path is not None and path.is_file():
@@ -119,10 +123,12 @@ def _exit_with(lines) -> None:
 
 
 def exit_if_inputs_failed(datalist: list) -> None:
-    """After a folder run: list the refused files of an :class:`InferenceDatalist` and exit with status 1."""
+    """After a run: list the refused files of an :class:`InferenceDatalist` and exit with status 1."""
     failed = getattr(datalist, "failed", [])
     if failed:
-        _exit_with([f"{len(failed)} input problem(s); the other files were segmented:", *failed])
+        if getattr(datalist, "segmented", 0) or len(failed) > 1:
+            _exit_with([f"{len(failed)} input problem(s); the other files were segmented:", *failed])
+        _exit_with(failed)
 
 
 def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: str = "cpu", width: Optional[float] = None):
@@ -130,7 +136,9 @@ def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: 
 
     The network is the one in ``<teacher_bundle>/configs/inference.yaml`` (with ``network_width`` overridden by
     ``width`` when given, e.g. by a profile), the weights ``checkpoint`` (default ``<teacher_bundle>/models/model.pt``).
-    The teacher is in eval mode on ``device`` with gradients off (:func:`custom_nets.load_frozen_teacher`).
+    The teacher is in eval mode on ``device`` with gradients off, its BatchNorm folded into the convolutions and run
+    channels-last (:func:`custom_nets.load_frozen_teacher`, :func:`custom_nets.freeze_teacher`): the outputs of the
+    eval-mode network within float rounding, at a lower cost per distillation step.
 
     Raises:
         FileNotFoundError: no such bundle, or no checkpoint (the message gives the command that trains it).
