@@ -1,4 +1,5 @@
-"""Rewrites of an exported ONNX graph that onnxruntime runs faster on the CPU, with the same numbers.
+"""Rewrites of an exported ONNX graph that onnxruntime runs faster on the CPU, with the same numbers
+(:func:`rewrite_graph` applies both).
 
 onnxruntime's ``PRelu`` kernel broadcasts its slope element by element: on a ``(1, 16, 192, 192)`` tensor it
 takes about 7 ms where ``Mul`` + ``Max`` take 0.3 ms, and no ``Conv`` can absorb it, so every ``PRelu`` also
@@ -13,6 +14,12 @@ that compute the same values:
 
 Each form gives ``x`` for ``x >= 0`` and the product ``a * x`` for ``x < 0``, as ``PRelu`` does; only the sign of
 a zero may differ.
+
+torch's exporter writes ``max_pool2d_with_indices`` (ENet's down-sampling, whose indices its up-sampling uses) as
+a 2x2 ``MaxPool`` with indices plus a second, 1x1 ``MaxPool`` over the same input whose indices (the flat position
+of every element) give the offsets that turn onnxruntime's indices into torch's. Those positions depend only on the
+input's shape; :func:`fold_index_pools` puts them in the graph as a constant, which onnxruntime then folds with the
+``Slice`` after it, so the 1x1 pool no longer runs.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-__all__ = ["replace_prelu"]
+__all__ = ["replace_prelu", "fold_index_pools", "rewrite_graph"]
 
 
 def _constants(graph) -> Dict[str, np.ndarray]:
@@ -82,4 +89,64 @@ def replace_prelu(model) -> Dict[str, int]:
             counts["ReluMinMulAdd"] += 1
     del graph.node[:]
     graph.node.extend(nodes)
+    return counts
+
+
+def _static_shapes(model) -> Dict[str, list]:
+    """Name -> fully known shape of every tensor that shape inference types (graph inputs included)."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    graph = inferred.graph
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def fold_index_pools(model) -> int:
+    """Replace, in place, every ``MaxPool`` that only serves for its indices (kernel, strides and dilations 1, no
+    padding, row-major indices, first output unused) over an input of static shape by the constant of those
+    indices, ``arange(N*C*H*W).reshape(N, C, H, W)`` (module docstring); returns how many were replaced."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    shapes = None
+    kept, count = [], 0
+    for node in graph.node:
+        attributes = {a.name: a for a in node.attribute}
+
+        def ints(name: str, default: int) -> list:
+            return list(attributes[name].ints) if name in attributes else [default]
+
+        index_only = (
+            node.op_type == "MaxPool" and len(node.output) == 2 and node.output[0] not in used
+            and all(k == 1 for k in ints("kernel_shape", 1)) and all(v == 1 for v in ints("strides", 1))
+            and all(v == 1 for v in ints("dilations", 1)) and all(v == 0 for v in ints("pads", 0))
+            and (attributes["storage_order"].i if "storage_order" in attributes else 0) == 0
+            and (attributes["ceil_mode"].i if "ceil_mode" in attributes else 0) == 0
+        )
+        if index_only:
+            shapes = _static_shapes(model) if shapes is None else shapes
+            shape = shapes.get(node.input[0])
+            if shape is not None:
+                indices = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+                graph.initializer.append(numpy_helper.from_array(indices, node.output[1]))
+                count += 1
+                continue
+        kept.append(node)
+    if count:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return count
+
+
+def rewrite_graph(model) -> Dict[str, int]:
+    """:func:`replace_prelu` then :func:`fold_index_pools` on ``model``, in place; the counts of both
+    (``fold_index_pools`` under ``"index_pools"``)."""
+    counts = replace_prelu(model)
+    counts["index_pools"] = fold_index_pools(model)
     return counts

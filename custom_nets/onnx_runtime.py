@@ -18,14 +18,15 @@ from torch import nn
 __all__ = ["OnnxRuntimeNetwork"]
 
 
-def _without_prelu(path: str):
-    """The serialized model of ``path`` with its ``PRelu`` operators replaced, or ``path`` itself when it has none."""
+def _rewritten(path: str):
+    """The serialized model of ``path`` rewritten by :func:`custom_nets.onnx_graph.rewrite_graph`, or ``path`` itself
+    when nothing changed; and the counts of the rewrites."""
     import onnx
 
-    from .onnx_graph import replace_prelu
+    from .onnx_graph import rewrite_graph
 
     model = onnx.load(path)  # with its external data, if any (the dynamo exporter writes <name>.onnx.data)
-    counts = replace_prelu(model)
+    counts = rewrite_graph(model)
     if not any(v for k, v in counts.items() if k != "kept"):
         return path, counts
     return model.SerializeToString(), counts
@@ -49,8 +50,9 @@ class OnnxRuntimeNetwork(nn.Module):
         intra_op_threads: onnxruntime's intra-op threads (0: onnxruntime's default, one per core).
         graph_optimization: ``"all"`` (default), ``"extended"``, ``"basic"`` or ``"disabled"``; from ``"basic"``
             on, onnxruntime folds constants and fuses ``Conv`` + ``BatchNormalization`` + activation.
-        fast_prelu: replace the graph's ``PRelu`` operators by equivalent faster ones before the session is made
-            (:func:`custom_nets.onnx_graph.replace_prelu`; the file is not changed).
+        rewrite: rewrite the graph before the session is made (:func:`custom_nets.onnx_graph.rewrite_graph`:
+            ``PRelu`` replaced by equivalent faster operators, index-only pools folded to constants; the file is not
+            changed).
         spinning: let idle onnxruntime threads spin (onnxruntime's default); off by default.
 
     Raises:
@@ -67,7 +69,7 @@ class OnnxRuntimeNetwork(nn.Module):
         path: Union[str, os.PathLike],
         intra_op_threads: int = 0,
         graph_optimization: str = "all",
-        fast_prelu: bool = True,
+        rewrite: bool = True,
         spinning: bool = False,
     ):
         super().__init__()
@@ -93,11 +95,11 @@ class OnnxRuntimeNetwork(nn.Module):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[graph_optimization]
-        self.prelu_replaced = {}
+        self.rewrites = {}
         try:
             model = self.path
-            if fast_prelu:
-                model, self.prelu_replaced = _without_prelu(self.path)
+            if rewrite:
+                model, self.rewrites = _rewritten(self.path)
             self.session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as error:  # not an ONNX file, truncated, unsupported opset
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(error).__name__}: {error}).") from None

@@ -2,7 +2,7 @@
 
 :func:`quantize_onnx` runs onnxruntime's ``quantize_static`` (QDQ format, int8 weights per output channel, uint8
 activations, MinMax calibration) on the float32 model that ``python -m monai.bundle onnx_export`` wrote, after its
-``PRelu`` operators are replaced (:func:`custom_nets.onnx_graph.replace_prelu`) and its shapes inferred (MinMax
+graph is rewritten (:func:`custom_nets.onnx_graph.rewrite_graph`) and its shapes inferred (MinMax
 calibration by default; percentile and entropy are options). The
 calibration slices must be what the network sees: training slices through the bundle's preprocessing.
 
@@ -67,7 +67,7 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .onnx_graph import replace_prelu
+    from .onnx_graph import rewrite_graph
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
@@ -86,7 +86,7 @@ def quantize_onnx(
         slices.append(array)
     if not slices:
         raise ValueError(f"{model_path}: no calibration slice given.")
-    replace_prelu(model)
+    rewrite_graph(model)
     with tempfile.TemporaryDirectory(prefix="quantize_") as work:
         plain, prepared = os.path.join(work, "plain.onnx"), os.path.join(work, "prepared.onnx")
         onnx.save(model, plain)

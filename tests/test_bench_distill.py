@@ -31,6 +31,7 @@ from tools.bench.inference import (
     MODELS_SECTION,
     bundle_for_network,
     measure_inference,
+    parse_network,
     run_bundle_inference,
     synthetic_volume,
     update_models_md,
@@ -178,6 +179,9 @@ def test_synthetic_volume_is_a_simulated_case_stored_lps(tmp_path):
 
 
 def test_bundle_for_network():
+    assert parse_network("ENet") == ("ENet", False, None) and parse_network("ENet:onnx@cpu") == ("ENet", True, "cpu")
+    with pytest.raises(ValueError, match="runtime"):
+        parse_network("ENet:tensorrt")
     assert bundle_for_network("ENet") == "prostate_mri_enet_student"
     assert bundle_for_network("DeepLabV3Plus") == "prostate_mri_deeplabv3plus_teacher"
     with pytest.raises(ValueError, match="UNet"):
@@ -222,7 +226,7 @@ def test_measure_inference_tables_and_models_section(tmp_path):
     assert [r["network"] for r in rows] == ["ENet", "ENet", "DeepLabV3Plus"] and rows[0]["volume_shape"] == "32x32x6"
     assert [r["runtime"] for r in rows] == ["onnx", "torch", "torch"]
     text = md_path.read_text()
-    assert "post:SaveImaged" in text and "ENet (width 1, ONNX Runtime)" in text
+    assert "post:SaveImaged" in text and "ENet (width 1, ONNX Runtime, 32x32)" in text
 
     models_md = tmp_path / "models.md"
     models_md.write_text("# Networks\n\n| table |\n")

@@ -129,46 +129,56 @@ def _config_files(bundle: str) -> Tuple[Path, Path]:
     return config, meta
 
 
-def _inference_configs(bundle: str, onnx: bool) -> List[str]:
-    """inference.yaml, and inference_onnx.yaml merged over it for the ONNX Runtime path."""
+def _inference_configs(bundle: str, onnx: bool, profile: Optional[str] = None) -> List[str]:
+    """inference.yaml, then ``profile_<profile>.yaml`` (e.g. the CPU profile), then, for the ONNX Runtime path,
+    inference_onnx.yaml, each merged over the ones before."""
     config, _ = _config_files(bundle)
     files = [config]
+    if profile:
+        files.append(config.with_name(f"profile_{profile}.yaml"))
     if onnx:
         files.append(config.with_name("inference_onnx.yaml"))
-        if not files[-1].is_file():
-            raise FileNotFoundError(f"bundle {bundle!r} has no {files[-1]}.")
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"bundle {bundle!r} has no {path}.")
     return [str(f) for f in files]
 
 
-def parse_network(spec: str) -> Tuple[str, bool]:
-    """``"ENet"`` -> ``("ENet", False)`` (PyTorch, inference.yaml); ``"ENet:onnx"`` -> ``("ENet", True)``
-    (ONNX Runtime, inference_onnx.yaml merged over inference.yaml)."""
-    name, _, runtime = spec.partition(":")
+def parse_network(spec: str) -> Tuple[str, bool, Optional[str]]:
+    """``"ENet"`` -> ``("ENet", False, None)`` (PyTorch, inference.yaml); ``"ENet:onnx"`` -> ``("ENet", True, None)``
+    (ONNX Runtime: inference_onnx.yaml merged over inference.yaml); a suffix ``@cpu`` merges the bundle's
+    ``profile_cpu.yaml`` too (its preprocessing and image size): ``"ENet:onnx@cpu"`` -> ``("ENet", True, "cpu")``."""
+    rest, _, profile = spec.partition("@")
+    name, _, runtime = rest.partition(":")
     if runtime not in ("", "torch", "onnx"):
         raise ValueError(f"network {spec!r}: the runtime after ':' must be 'torch' or 'onnx'.")
-    return name, runtime == "onnx"
+    return name, runtime == "onnx", profile or None
 
 
-def export_onnx(bundle: str, root: str | os.PathLike, image_size: int, width: Optional[float] = None) -> Path:
+def export_onnx(bundle: str, root: str | os.PathLike, image_size: int, width: Optional[float] = None,
+                profile: Optional[str] = None) -> Path:
     """``<root>/models/model.onnx`` from ``<root>/models/model.pt`` by the bundle README's command
-    (``monai.bundle.onnx_export`` of ``network_def``, input ``(1, 1, image_size, image_size)``)."""
+    (``monai.bundle.onnx_export`` of ``network_def`` of inference.yaml, and ``profile_<profile>.yaml`` when given,
+    input ``(1, 1, image_size, image_size)``)."""
     from monai.bundle import onnx_export
 
-    config, meta = _config_files(bundle)
+    _, meta = _config_files(bundle)
     root = Path(root)
     target = root / "models" / "model.onnx"
     overrides = {"network_width": float(width)} if width is not None else {}
     onnx_export(net_id="network_def", filepath=str(target), ckpt_file=str(root / "models" / "model.pt"),
-                config_file=str(config), meta_file=str(meta), bundle_root=str(root),
+                config_file=_inference_configs(bundle, False, profile), meta_file=str(meta), bundle_root=str(root),
                 input_shape=[1, 1, int(image_size), int(image_size)], **overrides)
     if not target.is_file():
         raise RuntimeError(f"monai.bundle.onnx_export wrote no {target}.")
     return target
 
 
-def _overrides(root: Path, volume: Path, output_dir: Path, image_size: int, width: Optional[float], device: Optional[str],
-               onnx_threads: Optional[int] = None) -> dict:
-    overrides = {"bundle_root": str(root), "input": str(volume), "output_dir": str(output_dir), "image_size": int(image_size)}
+def _overrides(root: Path, volume: Path, output_dir: Path, image_size: Optional[int], width: Optional[float],
+               device: Optional[str], onnx_threads: Optional[int] = None) -> dict:
+    overrides = {"bundle_root": str(root), "input": str(volume), "output_dir": str(output_dir)}
+    if image_size is not None:
+        overrides["image_size"] = int(image_size)
     if width is not None:
         overrides["network_width"] = float(width)
     if device is not None:
@@ -178,18 +188,27 @@ def _overrides(root: Path, volume: Path, output_dir: Path, image_size: int, widt
     return overrides
 
 
-def _config_width(bundle: str) -> float:
-    config, _ = _config_files(bundle)
-    return float(yaml.safe_load(config.read_text())["network_width"])
-
-
-def write_random_weights(bundle: str, root: str | os.PathLike, width: Optional[float] = None, seed: int = 0) -> Path:
-    """``<root>/models/model.pt``: the state_dict of the bundle's ``network_def`` (at ``width``), randomly initialised."""
+def _config_value(bundle: str, key: str, profile: Optional[str] = None):
+    """``key`` of the bundle's inference.yaml (with ``profile_<profile>.yaml`` merged over it)."""
     from monai.bundle import ConfigParser
 
-    config, _ = _config_files(bundle)
     parser = ConfigParser()
-    parser.read_config(str(config))
+    parser.read_config(_inference_configs(bundle, False, profile))
+    return parser.get_parsed_content(key)
+
+
+def _config_width(bundle: str, profile: Optional[str] = None) -> float:
+    return float(_config_value(bundle, "network_width", profile))
+
+
+def write_random_weights(bundle: str, root: str | os.PathLike, width: Optional[float] = None, seed: int = 0,
+                         profile: Optional[str] = None) -> Path:
+    """``<root>/models/model.pt``: the state_dict of the bundle's ``network_def`` (at ``width``; default the width of
+    inference.yaml, or of ``profile_<profile>.yaml``), randomly initialised."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(_inference_configs(bundle, False, profile))
     if width is not None:
         parser["network_width"] = float(width)
     torch.manual_seed(seed)
@@ -227,10 +246,12 @@ def run_bundle_inference(
     device: Optional[str] = None,
     onnx: bool = False,
     onnx_threads: Optional[int] = None,
+    profile: Optional[str] = None,
 ) -> InferenceRun:
     """Run ``bundle``'s inference.yaml (with ``onnx``, inference_onnx.yaml merged over it) on ``volume`` in-process,
     with ``bundle_root=root`` (which must hold ``models/model.pt``, e.g. from :func:`write_random_weights`, and with
-    ``onnx`` ``models/model.onnx``, from :func:`export_onnx`), and time it (:class:`InferenceRun`)."""
+    ``onnx`` ``models/model.onnx``, from :func:`export_onnx`), and time it (:class:`InferenceRun`). With ``profile``,
+    ``profile_<profile>.yaml`` is merged too and ``image_size`` (then ``None``) is the profile's."""
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
     from monai.engines.utils import IterationEvents
@@ -248,7 +269,7 @@ def run_bundle_inference(
 
     start = time.perf_counter()
     workflow = ConfigWorkflow(
-        config_file=_inference_configs(bundle, onnx),
+        config_file=_inference_configs(bundle, onnx, profile),
         meta_file=str(meta),
         logging_file=False,
         workflow_type="inference",
@@ -289,6 +310,7 @@ def profile_stages(
     device: Optional[str] = None,
     onnx: bool = False,
     onnx_threads: Optional[int] = None,
+    profile: Optional[str] = None,
 ) -> Dict[str, float]:
     """Seconds of every stage of the chain, replayed one transform at a time from the objects of ``bundle``'s
     inference.yaml (with ``onnx``, inference_onnx.yaml merged over it): each preprocessing transform (``LoadImaged``
@@ -306,7 +328,7 @@ def profile_stages(
     from tools.data.inference import volume_problem
 
     parser = ConfigParser()
-    parser.read_config(_inference_configs(bundle, onnx))
+    parser.read_config(_inference_configs(bundle, onnx, profile))
     overrides = _overrides(Path(root), Path(volume), Path(output_dir), image_size, width, device, onnx_threads if onnx else None)
     for key, value in overrides.items():
         parser[key] = value
@@ -373,11 +395,13 @@ class InferenceFigures:
     stages: Dict[str, float] = field(default_factory=dict)
     runtime: str = "torch"  # "torch": inference.yaml; "onnx": inference_onnx.yaml merged over it
     weights: str = "random"
+    profile: str = ""  # "" (inference.yaml's own values) or e.g. "cpu" (profile_cpu.yaml merged)
 
     @property
     def label(self) -> str:
         runtime = "ONNX Runtime" if self.runtime == "onnx" else "PyTorch"
-        return f"{self.network} (width {self.width:g}, {runtime})"
+        profile = f", {self.profile.upper()} profile" if self.profile else ""
+        return f"{self.network} (width {self.width:g}, {runtime}, {self.image_size}x{self.image_size}{profile})"
 
 
 def _quartile_range(values: Sequence[float]) -> float:
@@ -421,7 +445,7 @@ def measure_inference(
         torch.set_num_threads(int(threads))
     widths, weights = dict(widths or {}), dict(weights or {})
     specs = {spec: parse_network(spec) for spec in networks}
-    names = list(dict.fromkeys(name for name, _ in specs.values()))
+    names = list(dict.fromkeys(name for name, _, _ in specs.values()))
     unknown = [n for n in names + list(widths) + list(weights) if n not in NETWORKS]
     if unknown:
         raise ValueError(f"unknown networks {unknown}; expected names of {sorted(NETWORKS)}.")
@@ -432,30 +456,38 @@ def measure_inference(
         volume = synthetic_volume(work / "input" / "volume.nii.gz", size=size, slices=slices)
         shape = tuple(int(s) for s in nib.load(str(volume)).shape)
         bundles = {name: bundle_for_network(name) for name in names}
-        roots = {}
-        for name in names:
-            roots[name] = work / bundles[name]
-            if name in weights:
-                target = roots[name] / "models" / "model.pt"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(Path(weights[name]).read_bytes())
-            else:
-                write_random_weights(bundles[name], roots[name], widths.get(name))
-            if any(onnx for n, onnx in specs.values() if n == name):
-                say(f"{name:14s} exporting models/model.onnx (monai.bundle.onnx_export, 1x1x{size}x{size})")
-                export_onnx(bundles[name], roots[name], size, widths.get(name))
+        # one bundle root (weights, ONNX model) per network and profile: a profile may change the width and image size
+        roots: Dict[Tuple[str, Optional[str]], Path] = {}
+        image_sizes: Dict[Tuple[str, Optional[str]], int] = {}
+        for name, onnx, profile in specs.values():
+            key = (name, profile)
+            if key not in roots:
+                roots[key] = work / (bundles[name] + (f"_{profile}" if profile else ""))
+                image_sizes[key] = int(_config_value(bundles[name], "image_size", profile)) if profile else size
+                if name in weights:
+                    target = roots[key] / "models" / "model.pt"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(Path(weights[name]).read_bytes())
+                else:
+                    write_random_weights(bundles[name], roots[key], widths.get(name), profile=profile)
+            if onnx and not (roots[key] / "models" / "model.onnx").is_file():
+                n = image_sizes[key]
+                say(f"{name:14s} exporting models/model.onnx (monai.bundle.onnx_export, 1x1x{n}x{n})")
+                export_onnx(bundles[name], roots[key], n, widths.get(name), profile)
         onnx_threads = torch.get_num_threads()
 
-        def run_once(spec: str, out: str) -> InferenceRun:
-            name, onnx = specs[spec]
-            return run_bundle_inference(bundles[name], volume, roots[name], roots[name] / f"{out}_{int(onnx)}", size,
-                                        widths.get(name), device, onnx=onnx, onnx_threads=onnx_threads)
+        def arguments(spec: str, out: str) -> dict:
+            name, onnx, profile = specs[spec]
+            root = roots[(name, profile)]
+            return dict(bundle=bundles[name], volume=volume, root=root, output_dir=root / f"{out}_{int(onnx)}",
+                        image_size=None if profile else size, width=widths.get(name), device=device, onnx=onnx,
+                        onnx_threads=onnx_threads, profile=profile)
 
         runs: Dict[str, List[InferenceRun]] = {spec: [] for spec in specs}
         first: Dict[str, float] = {}
         for index in range(warmup + repeats):
             for spec in specs:
-                run = run_once(spec, "eval")
+                run = run_bundle_inference(**arguments(spec, "eval"))
                 if index == 0:
                     first[spec] = run.bundle_s
                 if index >= warmup:
@@ -464,13 +496,10 @@ def measure_inference(
                 say(f"{spec:14s} {kind}: file to mask {run.file_to_mask_s:.2f} s (data {run.data_s:.2f}, "
                     f"network {run.inference_s:.2f}, post {run.postprocessing_s:.2f}), bundle run {run.bundle_s:.2f} s")
         figures = []
-        for spec, (name, onnx) in specs.items():
+        for spec, (name, onnx, profile) in specs.items():
             stage_seconds = {}
             if stages:
-                stage_seconds = profile_stages(
-                    bundles[name], volume, roots[name], roots[name] / f"stages_{int(onnx)}", size, widths.get(name),
-                    device, onnx=onnx, onnx_threads=onnx_threads,
-                )
+                stage_seconds = profile_stages(**arguments(spec, "stages"))
                 say(f"{spec:14s} stages: " + ", ".join(f"{k} {v:.3f}" for k, v in stage_seconds.items()))
             kept = runs[spec]
             figures.append(
@@ -478,8 +507,8 @@ def measure_inference(
                     network=name,
                     bundle=bundles[name],
                     role=NETWORKS[name][1],
-                    width=float(widths[name]) if name in widths else _config_width(bundles[name]),
-                    image_size=size,
+                    width=float(widths[name]) if name in widths else _config_width(bundles[name], profile),
+                    image_size=image_sizes[(name, profile)],
                     volume_shape=shape,
                     threads=torch.get_num_threads(),
                     repeats=repeats,
@@ -493,6 +522,7 @@ def measure_inference(
                     stages=stage_seconds,
                     runtime="onnx" if onnx else "torch",
                     weights="trained" if name in weights else "random",
+                    profile=profile or "",
                 )
             )
         return figures
@@ -525,8 +555,10 @@ def _summary_lines(figures: Sequence[InferenceFigures]) -> List[str]:
             f"{f.first_run_bundle_s:.2f} |{ratios}"
         )
     weights = sorted({f.weights for f in figures})
-    lines += ["", f"Volume {shape} (simulated, LPS), image_size {first.image_size}, {first.threads} thread(s) (torch, and "
-              f"onnxruntime for ONNX Runtime), median of {first.repeats} runs, {' and '.join(weights)} weights."]
+    lines += ["", f"Volume {shape} (simulated, LPS); the network's input size after the label's width; {first.threads} "
+              f"thread(s) (torch, and onnxruntime for ONNX Runtime); median of {first.repeats} runs; {' and '.join(weights)} "
+              f"weights. CPU profile: the bundle's `profile_cpu.yaml` merged (the preprocessing and 96x96 input of the "
+              f"models `make study` trains)."]
     for s in students:
         verdict = "met" if s.file_to_mask_s < TARGET_SECONDS else "missed"
         lines.append(

@@ -12,9 +12,10 @@ run (per round, each variant once, so that a change of load on the shared machin
   ``network_def`` from the bundle's ``inference.yaml``), run by :class:`custom_nets.OnnxRuntimeNetwork` (what
   ``inference_onnx.yaml`` runs) with: onnxruntime's graph optimisations off (``disabled``), at ``basic`` (constant
   folding, Conv + BatchNorm + activation fusion), at ``all`` (plus layout optimisation), and at ``all`` with the
-  ``PRelu`` rewrite of :mod:`custom_nets.onnx_graph` (``fast_prelu``, the bundle's default);
+  rewrites of :mod:`custom_nets.onnx_graph` (``PRelu`` as faster equivalent operators, index-only pools folded;
+  ``rewrite``, the bundle's default);
 * ``ORT int8``: the same model quantised (:func:`custom_nets.quantization.quantize_onnx`, calibrated on slices of
-  a simulated volume through the bundle's preprocessing), with the ``PRelu`` rewrite.
+  a simulated volume through the bundle's preprocessing), with the rewrites.
 
 Every variant runs at each thread count of ``threads`` (torch's threads for eager, onnxruntime's intra-op threads,
 not spinning, for ORT). Ratios compare medians of the same run at the same thread count.
@@ -53,13 +54,13 @@ EMKD_NETWORKS = {
     "ERFNet": ("ERFNet.py", "ERFNet", "num_classes"),
 }
 ORT_VARIANTS = {  # variant -> OnnxRuntimeNetwork options (int8: also the quantised file)
-    "ORT disabled": {"graph_optimization": "disabled", "fast_prelu": False},
-    "ORT basic": {"graph_optimization": "basic", "fast_prelu": False},
-    "ORT all": {"graph_optimization": "all", "fast_prelu": False},
-    "ORT all + PReLU rewrite": {"graph_optimization": "all", "fast_prelu": True},
-    "ORT int8": {"graph_optimization": "all", "fast_prelu": True},
+    "ORT disabled": {"graph_optimization": "disabled", "rewrite": False},
+    "ORT basic": {"graph_optimization": "basic", "rewrite": False},
+    "ORT all": {"graph_optimization": "all", "rewrite": False},
+    "ORT all + graph rewrite": {"graph_optimization": "all", "rewrite": True},
+    "ORT int8": {"graph_optimization": "all", "rewrite": True},
 }
-SHIPPED = "ORT all + PReLU rewrite"
+SHIPPED = "ORT all + graph rewrite"
 
 
 @dataclass
@@ -257,7 +258,8 @@ def write_speed_section(
     csv_path: str | os.PathLike,
     load_average: Optional[Sequence[float]] = None,
 ) -> Path:
-    """Append the section to ``models_md`` (replacing an older one, keeping what follows it) and write ``csv_path``."""
+    """Put the section into ``models_md`` (in place of an older one, or before the inference section of
+    :func:`tools.bench.inference.update_models_md`, or at the end) and write ``csv_path``."""
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(figures[0])) + ["torch", "load_average_start"])
         writer.writeheader()
@@ -266,6 +268,8 @@ def write_speed_section(
             row.update(torch=torch.__version__,
                        load_average_start=" ".join(f"{v:.2f}" for v in load_average) if load_average else "")
             writer.writerow(row)
+    from .inference import MODELS_SECTION
+
     path = Path(models_md)
     text = path.read_text() if path.is_file() else ""
     tail = ""
@@ -274,6 +278,8 @@ def write_speed_section(
         following = rest.find("\n## ")
         tail = rest[following + 1:] if following >= 0 else ""
         text = head
+    elif MODELS_SECTION in text:  # before the inference section, which `tools.bench inference` rewrites to the end
+        text, tail = text[: text.index(MODELS_SECTION)], text[text.index(MODELS_SECTION):]
     text = text.rstrip("\n") + "\n\n" if text.strip() else ""
     path.write_text(text + "\n".join(speed_lines(figures, load_average)) + "\n" + ("\n" + tail if tail else ""))
     return path
