@@ -54,3 +54,35 @@ def test_student_speed_section(tmp_path):
     text = models_md.read_text()
     assert text.startswith("# Networks\n\n| table |\n") and text.count(SPEED_SECTION) == 1
     assert text.rstrip().endswith("kept") and f"| ENet | **{SHIPPED}** |" in text and "vs EMKD t1" in text
+
+
+def test_quantization_rule_and_table(tmp_path):
+    from tools.bench.quantization import QuantizationResult, write_quantization_table
+
+    kept = QuantizationResult("a", "b", "BIDMC", 96, 6, 64, 0.60, 0.60, 0.595, 0.01)
+    lost = QuantizationResult("c", "b", "BIDMC", 96, 6, 64, 0.60, 0.60, 0.58, 0.01)
+    assert kept.keep_int8 and not lost.keep_int8 and lost.drop == pytest.approx(0.02)
+    text = write_quantization_table([kept, lost], tmp_path, command="cmd", notes=["a note"]).read_text()
+    assert "| a | b | BIDMC | 6 | 96 | 64 | 0.6000 | 0.6000 | 0.5950 | +0.0050 | within the rule |" in text
+    assert "fails the rule" in text and "- a note" in text and (tmp_path / "quantization.csv").is_file()
+
+
+def test_quantize_onnx_checks_the_calibration(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from custom_nets.quantization import quantize_onnx
+
+    weight = numpy_helper.from_array(torch.randn(2, 1, 3, 3).numpy(), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [weight])
+    model = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    with pytest.raises(ValueError, match=r"calibration slice of shape \[1, 1, 4, 4\], the model takes \[1, 1, 8, 8\]"):
+        quantize_onnx(model, tmp_path / "q.onnx", [torch.zeros(1, 4, 4).numpy()])
+    with pytest.raises(ValueError, match="no calibration slice"):
+        quantize_onnx(model, tmp_path / "q.onnx", [])
+    out = quantize_onnx(model, tmp_path / "q.onnx", [torch.randn(1, 8, 8).numpy() for _ in range(4)])
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(out).graph.node)
