@@ -2,7 +2,7 @@
 
 * ``python -m tools.bench models [--size 384] [--width 1.0] [--repeats 10] [--threads N] [--out-dir results]
   [--emkd-dir DIR] [--speed/--nospeed] [--speed-threads 1,2] [--speed-repeats 10] [--int8/--noint8]
-  [--inference/--noinference] [--inference-repeats 5]``: Table 1 (parameters, GMACs, latency per slice); then,
+  [--inference/--noinference] [--inference-repeats 5] [--inference-networks ...] [--inference-weights ...]``: Table 1 (parameters, GMACs, latency per slice); then,
   unless ``--nospeed``, the students per slice through the shipped ONNX path against PyTorch eager and, with
   ``--emkd-dir`` (a checkout of EagleMIT/EMKD), EMKD's code (tools/bench/speed.py; ``speed.csv``); then, unless
   ``--noinference``, the ``inference`` benchmark below. Both summaries are appended to ``models.md``.
@@ -117,12 +117,14 @@ def inference(
 
 def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int | None = None, out_dir: str = "results",
            networks: str | None = None, emkd_dir: str | None = None, speed: bool = True, speed_threads: str = "1,2",
-           speed_repeats: int = 10, int8: bool = True, inference: bool = True, inference_repeats: int = 5) -> None:
+           speed_repeats: int = 10, int8: bool = True, inference: bool = True, inference_repeats: int = 5,
+           inference_networks: str = "ENet:onnx,ENet,ENet:onnx@cpu,DeepLabV3Plus", inference_weights: str | None = None
+           ) -> None:
     """Parameters, GMACs and CPU latency per slice of the five networks; writes ``models.md`` and ``models.csv``.
 
     With ``speed`` (default), then times the students per slice through the shipped ONNX path, PyTorch eager and,
     with ``emkd_dir``, EMKD's code (tools/bench/speed.py). With ``inference`` (default), then runs :func:`inference`
-    for ENet and DeepLabV3+ at ``size`` (``--noinference`` to skip it).
+    for ``inference_networks`` at ``size`` (``--noinference`` to skip it; ``inference_weights``: its ``weights``).
     """
     from custom_nets import NETWORKS
 
@@ -134,7 +136,7 @@ def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int 
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}")
     if speed:
-        from .speed import measure_student_speed, write_speed_section
+        from .speed import emkd_revision, measure_student_speed, write_speed_section
 
         load_average = os.getloadavg()
         students = [n for n in (names or NETWORKS) if NETWORKS[n][1] == "student"]
@@ -142,10 +144,12 @@ def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int 
             students, size=size, threads=[int(t) for t in _names(speed_threads)], repeats=speed_repeats,
             emkd_dir=emkd_dir, int8=int8, progress=_print,
         )
-        write_speed_section(speeds, md_path, os.path.join(out_dir, "speed.csv"), load_average=load_average)
+        write_speed_section(speeds, md_path, os.path.join(out_dir, "speed.csv"), load_average=load_average,
+                            emkd=emkd_revision(emkd_dir), load_average_end=os.getloadavg())
         print(md_path.read_text())
     if inference:
-        _run_inference(size=size, repeats=inference_repeats, threads=threads, out_dir=out_dir, command=_command())
+        _run_inference(networks=inference_networks, size=size, repeats=inference_repeats, threads=threads, out_dir=out_dir,
+                       command=_command(), weights=inference_weights)
 
 
 def distill(

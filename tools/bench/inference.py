@@ -401,7 +401,8 @@ class InferenceFigures:
     def label(self) -> str:
         runtime = "ONNX Runtime" if self.runtime == "onnx" else "PyTorch"
         profile = f", {self.profile.upper()} profile" if self.profile else ""
-        return f"{self.network} (width {self.width:g}, {runtime}, {self.image_size}x{self.image_size}{profile})"
+        weights = ", trained" if self.weights == "trained" else ""
+        return f"{self.network} (width {self.width:g}, {runtime}, {self.image_size}x{self.image_size}{profile}{weights})"
 
 
 def _quartile_range(values: Sequence[float]) -> float:
@@ -557,7 +558,8 @@ def _summary_lines(figures: Sequence[InferenceFigures]) -> List[str]:
     weights = sorted({f.weights for f in figures})
     lines += ["", f"Volume {shape} (simulated, LPS); the network's input size after the label's width; {first.threads} "
               f"thread(s) (torch, and onnxruntime for ONNX Runtime); median of {first.repeats} runs; {' and '.join(weights)} "
-              f"weights. CPU profile: the bundle's `profile_cpu.yaml` merged (the preprocessing and 96x96 input of the "
+              f"weights (*trained*: the given state_dict; the network's time does not depend on its weights, the "
+              f"largest-component step's does, on the size of the predicted foreground). CPU profile: the bundle's `profile_cpu.yaml` merged (the preprocessing and 96x96 input of the "
               f"models `make study` trains)."]
     for s in students:
         verdict = "met" if s.file_to_mask_s < TARGET_SECONDS else "missed"

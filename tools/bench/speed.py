@@ -202,11 +202,22 @@ def measure_student_speed(
             temporary.cleanup()
 
 
+def emkd_revision(emkd_dir: Optional[str | os.PathLike]) -> str:
+    """``EagleMIT/EMKD@<commit>`` of a git checkout, or the folder's path when it is not one."""
+    import subprocess
+
+    if emkd_dir is None:
+        return ""
+    result = subprocess.run(["git", "-C", str(emkd_dir), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"EagleMIT/EMKD@{result.stdout.strip()}" if result.returncode == 0 else str(emkd_dir)
+
+
 def _lookup(figures: Sequence[SpeedFigures]) -> Dict[Tuple[str, str, int], float]:
     return {(f.network, f.variant, f.threads): f.latency_ms for f in figures}
 
 
-def speed_lines(figures: Sequence[SpeedFigures], load_average: Optional[Sequence[float]] = None) -> List[str]:
+def speed_lines(figures: Sequence[SpeedFigures], load_average: Optional[Sequence[float]] = None, emkd: str = "",
+                load_average_end: Optional[Sequence[float]] = None) -> List[str]:
     """The markdown of the section: latency per variant and thread count, ratios to EMKD and to PyTorch eager."""
     if not figures:
         return []
@@ -224,8 +235,11 @@ def speed_lines(figures: Sequence[SpeedFigures], load_average: Optional[Sequence
         "`python -m monai.bundle onnx_export` through `custom_nets.OnnxRuntimeNetwork` (what `inference_onnx.yaml`",
         f"runs); **{SHIPPED}** is the bundle's default. *tN*: N threads (torch's for eager, onnxruntime's intra-op",
         "threads, not spinning, for ORT)."
-        + (f" Load average at start: {' / '.join(f'{v:.2f}' for v in load_average)} (1 / 5 / 15 min; the machine is"
-           " shared: absolute times carry that load, ratios are of the same run)." if load_average else ""),
+        + (f" *EMKD eager*: `networks/<Net>.py` of {emkd}." if emkd else "")
+        + (f" Load average at start: {' / '.join(f'{v:.2f}' for v in load_average)}"
+           + (f", at the end: {' / '.join(f'{v:.2f}' for v in load_average_end)}" if load_average_end else "")
+           + " (1 / 5 / 15 min; the machine is shared: absolute times carry that load, ratios are of the same run)."
+           if load_average else ""),
         "",
         "| network | variant | " + " | ".join(f"t{t} (ms)" for t in threads)
         + "".join(f" | vs EMKD t{t}" for t in threads if has_emkd) + "".join(f" | vs eager t{t}" for t in threads) + " |",
@@ -257,6 +271,8 @@ def write_speed_section(
     models_md: str | os.PathLike,
     csv_path: str | os.PathLike,
     load_average: Optional[Sequence[float]] = None,
+    emkd: str = "",
+    load_average_end: Optional[Sequence[float]] = None,
 ) -> Path:
     """Put the section into ``models_md`` (in place of an older one, or before the inference section of
     :func:`tools.bench.inference.update_models_md`, or at the end) and write ``csv_path``."""
@@ -281,5 +297,6 @@ def write_speed_section(
     elif MODELS_SECTION in text:  # before the inference section, which `tools.bench inference` rewrites to the end
         text, tail = text[: text.index(MODELS_SECTION)], text[text.index(MODELS_SECTION):]
     text = text.rstrip("\n") + "\n\n" if text.strip() else ""
-    path.write_text(text + "\n".join(speed_lines(figures, load_average)) + "\n" + ("\n" + tail if tail else ""))
+    lines = speed_lines(figures, load_average, emkd, load_average_end)
+    path.write_text(text + "\n".join(lines) + "\n" + ("\n" + tail if tail else ""))
     return path
