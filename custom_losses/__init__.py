@@ -3,16 +3,16 @@
 * :class:`LogitsKLLoss` - Logits Module, pixel-wise KL between class distributions (eq. 7).
 * :class:`AdaptiveAffinityLoss` - Adaptive Affinity Module, neighbour KL affinities on teacher labels (eqs. 1-4).
 * :class:`KernelMatrixLoss` - Kernel Matrix Module, batch Gram matrix transfer with a 1x1 adapter (eqs. 5-6).
-* :class:`DistillationLoss` - Seg + 0.2 LM + 0.9 KM + 0.9 AA (eq. 8), each module switchable.
+* :class:`DistillationLoss` - the weighted distillation terms of eq. 8 (0.2 LM + 0.9 KM + 0.9 AA), declared as
+  ``terms={name: weight}``; Seg is the trainer's own loss (:class:`tools.engines.DistillationTrainer`).
 * :class:`DistillationDiagnostics` - logs each term's gradient on the student and the flip rate of its masks.
 """
 
 from .adaptive_affinity import AdaptiveAffinityLoss, GradientReversal
 from .diagnostics import DistillationDiagnostics, flip_rate, term_gradients
-from .distillation import TERM_NAMES, DistillationLoss
+from .distillation import DISTILLATION_TERMS, PAPER_TERMS, DistillationLoss
 from .kernel_matrix import KernelMatrixLoss
 from .logits_kl import LogitsKLLoss
-from .training import DistillationIteration, DistillationModel, loss_terms
 
 __all__ = [
     "AdaptiveAffinityLoss",
@@ -21,10 +21,8 @@ __all__ = [
     "GradientReversal",
     "KernelMatrixLoss",
     "LogitsKLLoss",
-    "TERM_NAMES",
-    "DistillationIteration",
-    "DistillationModel",
-    "loss_terms",
+    "DISTILLATION_TERMS",
+    "PAPER_TERMS",
     "flip_rate",
     "term_gradients",
 ]

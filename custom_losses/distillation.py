@@ -1,19 +1,40 @@
-"""The paper's full objective (eq. 8): segmentation loss plus the three distillation modules."""
+"""The distillation part of the paper's objective (eq. 8): the weighted sum of the declared distillation terms."""
 
+import numbers
+from types import MappingProxyType
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
-from monai.losses import DiceFocalLoss
 from torch import nn
 
 from .adaptive_affinity import AdaptiveAffinityLoss
 from .kernel_matrix import KernelMatrixLoss
 from .logits_kl import LogitsKLLoss
-from .utils import at_least_float32, check_4d, check_pair
+from .utils import check_4d, check_pair
 
-__all__ = ["DistillationLoss", "TERM_NAMES"]
+__all__ = ["DistillationLoss", "DISTILLATION_TERMS", "PAPER_TERMS"]
 
-TERM_NAMES = ("seg", "logits", "kernel", "affinity", "total")
+DISTILLATION_TERMS = ("logits", "kernel", "affinity")
+"""The terms a :class:`DistillationLoss` can declare: LM (eq. 7), KM (eqs. 5-6), AA (eqs. 1-4)."""
+
+PAPER_TERMS: Mapping[str, float] = MappingProxyType({"logits": 0.2, "kernel": 0.9, "affinity": 0.9})
+"""The paper's weights (eq. 8: lambda_1..3), all three terms on."""
+
+
+def _term_weights(terms: Mapping[str, float]) -> Dict[str, float]:
+    if not isinstance(terms, Mapping):
+        raise TypeError(f"terms must be a mapping of term name to weight, got {type(terms).__name__}: {terms!r}.")
+    weights = {}
+    for name, weight in terms.items():
+        if name not in DISTILLATION_TERMS:
+            expected = list(DISTILLATION_TERMS)
+            raise ValueError(f"unknown distillation term {name!r} in terms; expected some of {expected}.")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+            raise ValueError(f"terms[{name!r}] must be a number, got {weight!r}.")
+        if not weight >= 0:  # also refuses NaN
+            raise ValueError(f"terms[{name!r}] must be >= 0, got {weight}.")
+        weights[name] = float(weight)
+    return {name: weights[name] for name in DISTILLATION_TERMS if name in weights}
 
 
 def _kernel_pair_list(kernel_pairs: Sequence[Sequence[str]]) -> Tuple[Tuple[str, str], ...]:
@@ -41,36 +62,41 @@ def _channels_of(channels: Optional[Mapping[str, int]], key: str, argument: str)
 
 
 class DistillationLoss(nn.Module):
-    """``Loss = Seg + lambda_logits * LM + lambda_kernel * KM + lambda_affinity * AA`` (paper eq. 8).
+    """The distillation terms of eq. 8, weighted: ``sum over the declared terms of weight * term``.
 
-    * ``Seg``: the student's segmentation loss against the ground truth, by default MONAI's
-      ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` (Dice + Focal) on integer labels ``(B, 1, H, W)``.
-    * ``LM``: :class:`LogitsKLLoss` between student and teacher logits (eq. 7).
-    * ``KM``: :class:`KernelMatrixLoss` for each ``(student_key, teacher_key)`` of ``kernel_pairs``,
+    eq. 8 is ``Loss = Seg + lambda_1 LM + lambda_2 KM + lambda_3 AA``. Seg is not computed here: it is the
+    trainer's own ``loss_function`` (the bundle's ``loss``, the same in a plain and a distilled run), and
+    :class:`tools.engines.DistillationTrainer` adds it to this module's total. The terms, declared in ``terms`` as
+    ``{name: weight}`` (torchdistill's weighted sub-terms):
+
+    * ``logits`` (LM): :class:`LogitsKLLoss` between student and teacher logits (eq. 7).
+    * ``kernel`` (KM): :class:`KernelMatrixLoss` for each ``(student_key, teacher_key)`` of ``kernel_pairs``,
       averaged over the pairs (eqs. 5-6). Each pair has its own 1x1 adapter, sized from
       ``student_channels[student_key]`` and ``teacher_channels[teacher_key]``.
-    * ``AA``: :class:`AdaptiveAffinityLoss` on the student's logits with the teacher's argmax labels
+    * ``affinity`` (AA): :class:`AdaptiveAffinityLoss` on the student's logits with the teacher's argmax labels
       (eqs. 1-4), with its learnable size weights ``theta``.
 
-    A module switched off (``use_logits``, ``use_kernel``, ``use_affinity``) is not built and not
-    computed; its term is reported as 0. With all three off this is the "w/o" baseline (Seg alone), and
-    the teacher's outputs may be ``None``. The adapters and ``theta`` are parameters of this module:
-    optimise ``student.parameters()`` together with ``loss.parameters()``. Teacher tensors are detached.
+    A term absent from ``terms`` is off: not built, not computed, reported as 0 (Table 4's ablation is a choice of
+    terms). ``terms={}`` is the "w/o" baseline: the total is 0 and no teacher output is read (``needs_teacher``
+    is false). A term with weight 0 is computed and reported but does not train. The adapters and ``theta`` are
+    parameters of this module: optimise ``student.parameters()`` together with ``loss.parameters()``. Teacher
+    tensors are detached.
 
     Everything is plain keyword arguments, so a bundle config builds it directly, e.g.::
 
-        loss:
+        distillation_loss:
           _target_: custom_losses.DistillationLoss
+          terms: {logits: 0.2, kernel: 0.9, affinity: 0.9}
           kernel_pairs: [[high, high]]
           student_channels: {high: 128}
           teacher_channels: {high: 1024}
 
     Args:
-        lambda_logits, lambda_kernel, lambda_affinity: the weights ``lambda_1..3`` (paper: 0.2, 0.9, 0.9).
-        use_logits, use_kernel, use_affinity: switch each distillation module on or off (Table 4 ablation).
+        terms: ``{term: weight}`` for terms among :data:`DISTILLATION_TERMS`, weights ``>= 0``; ``None`` for
+            :data:`PAPER_TERMS` (0.2 LM, 0.9 KM, 0.9 AA).
         kernel_pairs: ``(student_key, teacher_key)`` feature pairs distilled by KM; default ``high -> high``.
         student_channels, teacher_channels: channel count of each feature key used by ``kernel_pairs``;
-            required when ``use_kernel``.
+            required when ``kernel`` is a term.
         temperature, logits_direction: see :class:`LogitsKLLoss`.
         affinity_margin, affinity_sizes, affinity_adaptive: ``margin``, ``sizes``, ``adaptive`` of
             :class:`AdaptiveAffinityLoss`.
@@ -79,21 +105,18 @@ class DistillationLoss(nn.Module):
             entry, free of the batch size).
         affinity_balance, affinity_stride: ``balance`` and ``stride`` of :class:`AdaptiveAffinityLoss`
             (``"pooled"`` and ``1`` = eqs. 1-4 as written).
-        seg_loss: the segmentation loss, called as ``seg_loss(student_logits, label)``; ``None`` for
-            ``DiceFocalLoss(softmax=True, to_onehot_y=True)``.
 
-    Call ``loss(student_logits, student_features, teacher_logits, teacher_features, label)`` for the
-    total, or :meth:`forward_terms` with the same arguments for the dict of every term.
+    Raises:
+        ValueError: an unknown term name, a weight that is negative or not a number, bad ``kernel_pairs`` or a
+            missing channel count.
+
+    Call ``loss(student_logits, student_features, teacher_logits, teacher_features)`` for the weighted total,
+    or :meth:`forward_terms` with the same arguments for the dict of every term.
     """
 
     def __init__(
         self,
-        lambda_logits: float = 0.2,
-        lambda_kernel: float = 0.9,
-        lambda_affinity: float = 0.9,
-        use_logits: bool = True,
-        use_kernel: bool = True,
-        use_affinity: bool = True,
+        terms: Optional[Mapping[str, float]] = None,
         kernel_pairs: Sequence[Sequence[str]] = (("high", "high"),),
         student_channels: Optional[Mapping[str, int]] = None,
         teacher_channels: Optional[Mapping[str, int]] = None,
@@ -103,41 +126,26 @@ class DistillationLoss(nn.Module):
         affinity_sizes: Sequence[int] = (1, 2, 3),
         affinity_adaptive: bool = True,
         kernel_normalize: bool = True,
-        seg_loss: Optional[nn.Module] = None,
         kernel_reduction: str = "batchmean",
         affinity_balance: str = "pooled",
         affinity_stride: int = 1,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("lambda_logits", lambda_logits),
-            ("lambda_kernel", lambda_kernel),
-            ("lambda_affinity", lambda_affinity),
-        ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
-        self.lambda_logits = float(lambda_logits)
-        self.lambda_kernel = float(lambda_kernel)
-        self.lambda_affinity = float(lambda_affinity)
-        self.use_logits = bool(use_logits)
-        self.use_kernel = bool(use_kernel)
-        self.use_affinity = bool(use_affinity)
-
-        self.seg_loss = seg_loss if seg_loss is not None else DiceFocalLoss(softmax=True, to_onehot_y=True)
-        self.logits_loss = LogitsKLLoss(temperature, logits_direction) if self.use_logits else None
+        self.weights: Dict[str, float] = _term_weights(PAPER_TERMS if terms is None else terms)
+        self.logits_loss = LogitsKLLoss(temperature, logits_direction) if "logits" in self.weights else None
         self.affinity_loss = (
             AdaptiveAffinityLoss(
                 affinity_margin, affinity_sizes, affinity_adaptive, balance=affinity_balance, stride=affinity_stride
             )
-            if self.use_affinity
+            if "affinity" in self.weights
             else None
         )
         self.kernel_pairs: Tuple[Tuple[str, str], ...] = ()
         self.kernel_losses = nn.ModuleDict()
-        if self.use_kernel:
+        if "kernel" in self.weights:
             self.kernel_pairs = _kernel_pair_list(kernel_pairs)
             if not self.kernel_pairs:
-                raise ValueError("use_kernel=True needs at least one pair in kernel_pairs.")
+                raise ValueError("the kernel term needs at least one pair in kernel_pairs.")
             for student_key, teacher_key in self.kernel_pairs:
                 self.kernel_losses[self._pair_name(student_key, teacher_key)] = KernelMatrixLoss(
                     _channels_of(student_channels, student_key, "student_channels"),
@@ -146,17 +154,13 @@ class DistillationLoss(nn.Module):
                     reduction=kernel_reduction,
                 )
 
-    def term_weights(self) -> Dict[str, float]:
-        """The weight of each active term in the total: ``{"seg": 1, "logits": lambda_logits, ...}``."""
-        weights = {"seg": 1.0}
-        for name, used, weight in (
-            ("logits", self.use_logits, self.lambda_logits),
-            ("kernel", self.use_kernel, self.lambda_kernel),
-            ("affinity", self.use_affinity, self.lambda_affinity),
-        ):
-            if used:
-                weights[name] = weight
-        return weights
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether any term is declared, i.e. whether :meth:`forward_terms` reads the teacher's outputs."""
+        return bool(self.weights)
+
+    def extra_repr(self) -> str:
+        return f"terms={self.weights}"
 
     @staticmethod
     def _pair_name(student_key: str, teacher_key: str) -> str:
@@ -168,45 +172,34 @@ class DistillationLoss(nn.Module):
         student_features: Optional[Mapping[str, torch.Tensor]],
         teacher_logits: Optional[torch.Tensor],
         teacher_features: Optional[Mapping[str, torch.Tensor]],
-        label: torch.Tensor,
     ) -> Dict[str, torch.Tensor]:
-        """Every term of eq. 8: ``{"seg", "logits", "kernel", "affinity", "total"}``, unweighted except
-        ``total``; switched-off terms are 0.
+        """Every term, ``{"logits", "kernel", "affinity", "total"}``: the terms unweighted (0 when absent from
+        ``terms``), ``total`` their weighted sum.
 
         Args:
             student_logits: ``(B, C, H, W)``.
-            student_features: the student's named features (``forward_features``), used by KM.
-            teacher_logits: ``(B, C, H', W')``, used by LM and AA.
-            teacher_features: the teacher's named features, used by KM.
-            label: ground truth ``(B, 1, H, W)`` with class indices.
+            student_features: the student's named features (``forward_features``), read by KM.
+            teacher_logits: ``(B, C, H', W')``, read by LM and AA; may be ``None`` when neither is declared.
+            teacher_features: the teacher's named features, read by KM; may be ``None`` when KM is not declared.
         """
         check_4d(student_logits, "student_logits")
-        check_4d(label, "label")
-        expected_label_shape = (student_logits.shape[0], 1, *student_logits.shape[2:])
-        if tuple(label.shape) != expected_label_shape:
-            raise ValueError(
-                f"label must have shape (B, 1, H, W) matching student_logits {tuple(student_logits.shape)}, "
-                f"got {tuple(label.shape)}."
-            )
-        if self.use_logits or self.use_affinity:
+        if self.logits_loss is not None or self.affinity_loss is not None:
             if teacher_logits is None:
-                raise ValueError("teacher_logits is None but the logits or affinity module is on.")
+                raise ValueError("teacher_logits is None but the logits or affinity term is declared.")
             check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
             teacher_logits = teacher_logits.detach()
 
         zero = student_logits.new_zeros((), dtype=torch.float32)
-        terms = {name: zero for name in TERM_NAMES}
-        terms["seg"] = self.seg_loss(at_least_float32(student_logits), label)
-        total = terms["seg"]
+        terms = {name: zero for name in DISTILLATION_TERMS}
         if self.logits_loss is not None:
             terms["logits"] = self.logits_loss(student_logits, teacher_logits)
-            total = total + self.lambda_logits * terms["logits"]
-        if self.use_kernel:
+        if self.kernel_pairs:
             terms["kernel"] = self._kernel_term(student_features, teacher_features)
-            total = total + self.lambda_kernel * terms["kernel"]
         if self.affinity_loss is not None:
             terms["affinity"] = self.affinity_loss(student_logits, teacher_logits)
-            total = total + self.lambda_affinity * terms["affinity"]
+        total = zero
+        for name, weight in self.weights.items():
+            total = total + weight * terms[name]
         terms["total"] = total
         return terms
 
@@ -234,7 +227,6 @@ class DistillationLoss(nn.Module):
         student_features: Optional[Mapping[str, torch.Tensor]],
         teacher_logits: Optional[torch.Tensor],
         teacher_features: Optional[Mapping[str, torch.Tensor]],
-        label: torch.Tensor,
     ) -> torch.Tensor:
-        """The total of eq. 8 (see :meth:`forward_terms` for the arguments)."""
-        return self.forward_terms(student_logits, student_features, teacher_logits, teacher_features, label)["total"]
+        """The weighted total (see :meth:`forward_terms` for the arguments)."""
+        return self.forward_terms(student_logits, student_features, teacher_logits, teacher_features)["total"]

@@ -57,7 +57,7 @@ def _gradients(setup) -> dict:
 
 
 def test_instrumented_step_computes_the_bundle_step():
-    """Cut at the student's outputs, the step gives the gradients of DistillationIteration's joint backward, for the
+    """Cut at the student's outputs, the step gives the gradients of DistillationTrainer's joint backward, for the
     student, the KM adapter and the AA weights alike; learning rate 0 keeps both setups at the same weights."""
     spec = StepSpec(**TINY, learning_rate=0.0)
     real, cut = build_setup(spec, plain=False), build_setup(spec, plain=False)

@@ -7,15 +7,16 @@ z-scored noise, ``label`` a centred disk), after ``warmup`` untimed rounds:
 
 * **plain**: what ``SupervisedTrainer`` does with train.yaml: ``zero_grad`` -> ``student(image)`` ->
   ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` -> ``backward`` -> ``Adam.step``;
-* **distill**: the bundle's own :class:`custom_losses.training.DistillationIteration` on a
-  :class:`~custom_losses.training.DistillationModel` (student + :class:`~custom_losses.DistillationLoss` with
-  distill.yaml's defaults): the teacher's ``forward_features`` in eval mode under ``no_grad``, the student's
+* **distill**: one iteration of the bundle's own :class:`tools.engines.DistillationTrainer` on a
+  :class:`~tools.engines.DistillationModel` (student + :class:`~custom_losses.DistillationLoss` with
+  distill.yaml's terms; Seg is the trainer's ``DiceFocalLoss``, train.yaml's ``loss``; no decollation, like the
+  plain step): the teacher's ``forward_features`` in eval mode under ``no_grad``, the student's
   ``forward_features``, the terms of eq. 8, ``backward`` of the total, ``Adam.step`` over student, KM adapter
   and AA weights;
 * **instrumented**: the same distillation step cut at the student's outputs so that each part is timed with
-  ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on
-  ``seg_loss``, ``logits_loss``, ``kernel_losses``, ``affinity_loss``; "loss glue" is the rest of
-  ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
+  ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on the
+  trainer's ``loss_function`` (Seg) and the loss's ``logits_loss``, ``kernel_losses``, ``affinity_loss``; "loss
+  glue" is the rest of ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
   *detached copies* of the student's logits and features (the terms' graphs are disjoint beyond those
   leaves, so the separate passes do the work of the joint one); the student's backward from the gradients
   gathered on the leaves; the optimizer step. The parts partition the step, so the shares sum to 1.
@@ -40,17 +41,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from monai.engines.utils import default_prepare_batch
 from monai.losses import DiceFocalLoss
 from torch import nn
 
 from custom_losses import DistillationLoss
-from custom_losses.training import DistillationIteration, DistillationModel
 from custom_nets import NETWORKS, feature_channels
+from tools.engines import DistillationModel, DistillationTrainer
 
 __all__ = [
     "PROFILES",
@@ -99,6 +98,8 @@ TERMS = ("seg", "logits", "kernel", "affinity")
 LOSS_PARTS = ("logits_forward", "kernel_forward", "affinity_forward", "logits_backward", "kernel_backward", "affinity_backward")
 LOSS_FORWARD_PARTS = ("logits_forward", "kernel_forward", "affinity_forward")
 TARGET_LOSS_SHARE = 0.10
+DISTILL_TERMS = {"logits": 0.2, "kernel": 0.9, "affinity": 0.09}
+"""distill.yaml's ``distill_terms``."""
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -140,8 +141,7 @@ class StepSetup:
     teacher: Optional[nn.Module]
     model: Optional[DistillationModel]
     distill_optimizer: Optional[torch.optim.Optimizer]
-    iteration: Optional[DistillationIteration]
-    engine: Optional[SimpleNamespace]
+    trainer: Optional[DistillationTrainer]
 
 
 def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -156,8 +156,8 @@ def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Te
 def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> StepSetup:
     """Networks, losses, optimizers (Adam at ``spec.learning_rate``, as train.yaml) and one batch for ``spec``.
 
-    The teacher is built with random weights, frozen and in eval mode (``DistillationIteration`` does this);
-    the distillation loss is distill.yaml's: eq. 8 with KM on ``high -> high``, KM as a per-entry mean and AA
+    The teacher is built with random weights, frozen and in eval mode (``DistillationTrainer`` does this);
+    the distillation loss is distill.yaml's: its terms, KM on ``high -> high``, KM as a per-entry mean and AA
     class-balanced (docs/distillation.md).
     """
     device = torch.device(spec.device)
@@ -170,11 +170,12 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> Ste
     plain_loss = DiceFocalLoss(softmax=True, to_onehot_y=True) if plain else None
     plain_optimizer = torch.optim.Adam(plain_network.parameters(), lr=spec.learning_rate) if plain else None
 
-    teacher = model = distill_optimizer = iteration = engine = None
+    teacher = model = distill_optimizer = trainer = None
     if distill:
         teacher_class, _ = NETWORKS[spec.teacher]
         teacher = teacher_class(in_channels=1, out_channels=2, width=spec.teacher_width).to(device)
         loss = DistillationLoss(
+            terms=DISTILL_TERMS,
             kernel_pairs=[["high", "high"]],
             student_channels=feature_channels(student),
             teacher_channels=feature_channels(teacher),
@@ -183,20 +184,21 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> Ste
         )
         model = DistillationModel(student, loss).to(device)
         distill_optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
-        iteration = DistillationIteration(teacher)  # eval mode, requires_grad off
-        # the attributes of ignite's engine that DistillationIteration reads
-        engine = SimpleNamespace(
+        trainer = DistillationTrainer(  # puts the teacher in eval mode, requires_grad off
+            device=device,
+            max_epochs=1,
+            train_data_loader=[],
             network=model,
             optimizer=distill_optimizer,
-            prepare_batch=default_prepare_batch,
-            non_blocking=False,
-            state=SimpleNamespace(device=device, output=None),
+            loss_function=DiceFocalLoss(softmax=True, to_onehot_y=True),
+            teacher=teacher,
+            decollate=False,
         )
     if plain:
         plain_network.train()
     return StepSetup(
         spec, device, image, label, plain_network, plain_loss, plain_optimizer, teacher, model, distill_optimizer,
-        iteration, engine,
+        trainer,
     )
 
 
@@ -215,8 +217,8 @@ def plain_step(setup: StepSetup) -> None:
 
 
 def distill_step(setup: StepSetup) -> None:
-    """One step of distill.yaml's training: :class:`DistillationIteration` itself."""
-    setup.iteration(setup.engine, {"image": setup.image, "label": setup.label})
+    """One step of distill.yaml's training: :class:`DistillationTrainer`'s own iteration."""
+    setup.trainer._iteration(setup.trainer, {"image": setup.image, "label": setup.label})
 
 
 class _ForwardTimer:
@@ -251,8 +253,8 @@ class _ForwardTimer:
             handle.remove()
 
 
-def _loss_modules(loss: DistillationLoss) -> Dict[str, List[nn.Module]]:
-    modules: Dict[str, List[nn.Module]] = {"seg": [loss.seg_loss]}
+def _loss_modules(seg_loss: nn.Module, loss: DistillationLoss) -> Dict[str, List[nn.Module]]:
+    modules: Dict[str, List[nn.Module]] = {"seg": [seg_loss]}
     modules["logits"] = [loss.logits_loss] if loss.logits_loss is not None else []
     modules["kernel"] = list(loss.kernel_losses.values())
     modules["affinity"] = [loss.affinity_loss] if loss.affinity_loss is not None else []
@@ -289,9 +291,11 @@ def instrumented_distill_step(setup: StepSetup) -> Dict[str, float]:
 
     logits_leaf = logits.detach().requires_grad_()
     feature_leaves = {key: value.detach().requires_grad_() for key, value in features.items()}
-    timer = _ForwardTimer(_loss_modules(loss), device)
+    seg_loss = setup.trainer.loss_function
+    timer = _ForwardTimer(_loss_modules(seg_loss, loss), device)
     try:
-        terms = loss.forward_terms(logits_leaf, feature_leaves, teacher_logits, teacher_features, setup.label)
+        terms = loss.forward_terms(logits_leaf, feature_leaves, teacher_logits, teacher_features)
+        terms["seg"] = seg_loss(logits_leaf, setup.label).mean()
     finally:
         timer.remove()
     mark("loss_glue")
@@ -299,9 +303,9 @@ def instrumented_distill_step(setup: StepSetup) -> Dict[str, float]:
         seconds[f"{term}_forward"] = timer.seconds[term]
     seconds["loss_glue"] -= sum(timer.seconds.values())
 
-    weights = {"seg": 1.0, "logits": loss.lambda_logits, "kernel": loss.lambda_kernel, "affinity": loss.lambda_affinity}
+    weights = {"seg": 1.0, **loss.weights}
     for term in TERMS:
-        if terms[term].requires_grad:
+        if term in weights and terms[term].requires_grad:
             (weights[term] * terms[term]).backward()
         mark(f"{term}_backward")
     outputs, gradients = [], []
@@ -586,7 +590,7 @@ def write_distill_tables(
         "",
         "Times are medians over the repeats, after warm-up rounds; the three steps are interleaved in every round.",
         "*plain*: zero_grad, student forward, DiceFocalLoss, backward, Adam step (train.yaml). *distill*: the bundle's",
-        "`DistillationIteration` (teacher forward in eval mode under no_grad, student forward_features, eq. 8 with",
+        "`DistillationTrainer` step (teacher forward in eval mode under no_grad, student forward_features, eq. 8 with",
         "LM + KM + AA, backward, Adam over student, KM adapter and AA weights). The three losses' share counts their",
         "forward and their own backward (down to the student's outputs); the student's backward pass is its own row,",
         "since the gradients of all terms go through it together.",

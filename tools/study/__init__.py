@@ -10,13 +10,13 @@
 """
 
 from .dataset import SYNTHETIC, prepare_data
-from .plan import ABLATION_GRID, MODULE_SWITCHES, STUDENTS, TEACHERS, Run, make_plan
+from .plan import ABLATION_GRID, MODULE_TERMS, STUDENTS, TEACHERS, Run, make_plan
 from .runner import Outcome, Settings, evaluate_command, execute, parse_overrides, run_dir, train_command
 from .tables import PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4, collect, table2_rows, table4_rows
 from .report import write_outputs
 
 __all__ = [
-    "ABLATION_GRID", "MODULE_SWITCHES", "STUDENTS", "TEACHERS", "Run", "make_plan",
+    "ABLATION_GRID", "MODULE_TERMS", "STUDENTS", "TEACHERS", "Run", "make_plan",
     "Outcome", "Settings", "evaluate_command", "execute", "parse_overrides", "run_dir", "train_command",
     "PAPER_TABLE2", "PAPER_TABLE3", "PAPER_TABLE4", "collect", "table2_rows", "table4_rows",
     "SYNTHETIC", "prepare_data", "write_outputs",

@@ -10,6 +10,9 @@ A :class:`Run` is one training of one bundle followed by its evaluation on the h
   paper's Table 4 (none, LM, AAM, KMM, KMM+LM, AAM+LM, AAM+KMM, all). "none" is the ``w/o`` run and "all" the
   ``w/`` run, so the ablation adds six runs.
 
+A module combination is a choice of distill.yaml's terms (:attr:`Run.terms`, :data:`MODULE_TERMS`): the runner
+passes ``--distill_terms`` with only those terms, at distill.yaml's weights (:func:`tools.study.runner.distill_terms`).
+
 Runs come out in dependency order: a distillation run always follows the teacher run it reads.
 """
 
@@ -25,7 +28,7 @@ __all__ = [
     "STUDENTS",
     "DISPLAY_NAMES",
     "MODULES",
-    "MODULE_SWITCHES",
+    "MODULE_TERMS",
     "ABLATION_GRID",
     "ALL_MODULES",
     "Run",
@@ -67,12 +70,12 @@ _ALIASES: Dict[str, str] = {
 MODULES: Tuple[str, ...] = ("LM", "AAM", "KMM")
 """The paper's three distillation modules."""
 
-MODULE_SWITCHES: Dict[str, str] = {
-    "LM": "distill_logits",
-    "AAM": "distill_affinity",
-    "KMM": "distill_kernel",
+MODULE_TERMS: Dict[str, str] = {
+    "LM": "logits",
+    "AAM": "affinity",
+    "KMM": "kernel",
 }
-"""Module -> the ``distill.yaml`` switch that turns it on."""
+"""Module -> its term in ``distill.yaml``'s ``distill_terms`` (and :data:`custom_losses.DISTILLATION_TERMS`)."""
 
 ABLATION_GRID: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("none", ()),
@@ -177,11 +180,9 @@ class Run:
         return Run(self.site, self.seed, self.teacher).key
 
     @property
-    def switches(self) -> Dict[str, bool]:
-        """``distill.yaml`` switches of a distillation run (``{}`` otherwise)."""
-        if not self.teacher:
-            return {}
-        return {switch: module in self.modules for module, switch in MODULE_SWITCHES.items()}
+    def terms(self) -> Tuple[str, ...]:
+        """The ``distill_terms`` of a distillation run, e.g. ``("affinity", "logits")`` for AAM+LM; ``()`` otherwise."""
+        return tuple(MODULE_TERMS[module] for module in self.modules)
 
     @property
     def label(self) -> str:
