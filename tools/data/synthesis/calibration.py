@@ -35,25 +35,52 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
     ("periprostatic veins", "about 16% of the 7 mm shell (was about 31%)", "real-case statistic: the shell "
      "anterior to the real gland is darker than the gland (sector means -0.03 vs +0.30 std); simulator choice "
      "of the amount"),
-    ("peripheral zone / central gland T2 levels", "0.6-0.9 / 0.38-0.52 (fat 0.6-1.0 by site, muscle 0.2-0.3)",
+    ("peripheral zone / central gland T2 levels", "0.6-0.9 / 0.42-0.7, nodule contrast 0.1-0.25 (round 1: "
+     "0.38-0.52 and 0.06-0.16; fat 0.6-1.0 by site, muscle 0.2-0.3)",
      "acquisition: with TE about 100 ms and published 3T T2 (fat about 133 ms and skeletal muscle about 32 ms, "
      "Gold et al., AJR 2004; healthy peripheral zone longer than transition zone, about 100-150 vs 80-100 ms in "
      "prostate T2-mapping studies), exp(-TE/T2) puts the central gland at about 0.6 of fat and the peripheral "
-     "zone near fat; real-case statistic: gland mean 0.88 std above the volume mean"),
+     "zone near fat; real-case statistics: gland mean 0.88 std above the volume mean, and (round 2) no dark "
+     "central gland in the wall profile (+6 / +15 mm into the gland: 2.14 / 0.79 std; round 1 dipped to 0.4-0.9 "
+     "at 9-12 mm), so the central gland's upper bound rose to the peripheral zone's lower one (BPH nodules of "
+     "glandular tissue are T2-bright)"),
     ("muscle level", "0.2-0.3 (was 0.16-0.24)", "real-case statistic: lower quartile of intensities 60-80 mm "
      "from the gland is 0.23 of the gland median (muscle); pure T2 decay would make muscle darker, so the "
      "image statistic wins"),
     ("texture amplitudes (1 mm field)", "fat 10%, peripheral zone 18%, central gland 0.08 (were 5%, 10%, 0.04)",
      "real-case statistic: texture-spectrum slope -2.78 over 0.03-0.15 cycles/mm (simulated BIDMC was -3.31)"),
-    ("endorectal coil loop position (`COIL_ANTERIOR_FRACTION`)", "0.6 of the balloon's half depth in front of "
-     "its centre (was 0.3)", "acquisition: the receive loop of an inflatable endorectal coil faces the "
-     "prostate; real-case statistic: coil-bias gradient 2.05 std"),
-    ("BIDMC coil gain / fall-off", "20-45 / 9-13 mm (were 15-30 / 13-17 mm)", "real-case statistics of the "
-     "normalised histogram (q99 4.18, skewness 5.57) and the coil-bias gradient (2.05), from the sweeps in the "
-     "variants table on six simulated BIDMC cases (the real case is most likely PROMISE12 BIDMC Case00)"),
-    ("BMC / HK coil gain / fall-off", "15-35 / 10-14 mm and 12-30 / 11-17 mm", "simulator choice: BIDMC's "
-     "change applied to the other coil sites so that their order (BMC and HK flatter than BIDMC) is kept; no "
-     "real case of these sites"),
+    ("endorectal coil loop position (`COIL_ANTERIOR_FRACTION`)", "0.3 of the balloon's half depth in front of "
+     "its centre (round 1: 0.6)", "acquisition: the receive loop of an inflatable endorectal coil faces the "
+     "prostate; real-case statistic (round 2): the wall profile, see the next row"),
+    ("BIDMC coil gain / fall-off", "15-30 / 20-28 mm (round 1: 20-45 / 9-13 mm)", "real-case statistic (round 2): "
+     "the wall profile through the coil's near field, -3 / 0 / +6 / +15 mm from the gland's posterior border "
+     "2.46 / 2.04 / 2.44 / 0.91 std (percentile-clipped z-score); round 1's sharp near field put 6-8 std on the "
+     "rectal wall and fell to 0.4-1.0 within 9 mm of the gland's border, so the gland's bright posterior "
+     "peripheral zone looked like rectal wall to the network. Sweep on six BIDMC cases (mean absolute profile "
+     "error over -3..+30 mm): loop 0.6, 9-13 mm 0.93; loop 0.3, 9-13 mm 0.61; loop 0.3, 15-20 mm, gain 8-16 0.47; "
+     "loop 0.3, 20-28 mm, gain 10-20 0.37 and 15-30 0.34 (with the central-gland change), chosen. Cost: the "
+     "histogram's skewness fell from 5.9 to 2.4-2.8 (real 5.57); the profile is what the network sees next to "
+     "the gland, the skewness is a whole-volume summary, so the profile won"),
+    ("BMC / HK coil gain / fall-off", "10-25 / 22-30 mm and 8-20 / 24-32 mm (round 1: 15-35 / 10-14 and 12-30 / "
+     "11-17 mm)", "simulator choice: BIDMC's change applied to the other coil sites so that their order (BMC "
+     "and HK flatter than BIDMC) is kept; no real case of these sites"),
+    ("below the apex: perineal muscles, external urethral sphincter, bulb of the penis (round 2)", "a muscle "
+     "region 40-56 mm wide between the rectum and the pubic arch from 0.3 of the gland's half length above the "
+     "apex to 25-50 mm below it, 25-60% of it fat between the bundles; sphincter 12-18 mm across and 10-20 mm "
+     "long around the membranous urethra; bulb 20-30 mm wide, T2 0.6-0.9", "anatomy: the urogenital "
+     "diaphragm, the perineal body and the bulb of the penis fill the space below the apex (Gray's Anatomy, "
+     "'urogenital triangle'); real-case statistic: the gland's footprint 10-20 mm below the apex is 0.63 std "
+     "darker than the gland, while round 1 had pelvic fat there, 0.28 std brighter than the gland, and every "
+     "model marked a gland-sized region on every slice below the real apex; pure muscle gave -1.19, the fat "
+     "fraction brings it to -0.57"),
+    ("detrusor apron (round 2)", "a 2-4 mm fibromuscular sheet on the gland's anterior surface", "anatomy: the "
+     "detrusor apron and anterior fibromuscular tissue cover the prostate's anterior surface; real-case "
+     "statistic: the anterior 3-15 mm sector is 1.05 std darker than the gland (round 1: 0.44)"),
+    ("urine / seminal fluid T2 levels (round 2)", "0.45-1.25 / 0.6-1.2 (round 1: 1.0-1.25 / 1.0-1.2)",
+     "real-case statistic: the real bladder, 30-60 mm from the coil, is 0.9 std darker than the gland and the "
+     "gland's footprint 10-20 mm above the base 0.26 std darker (round 1: 0.49 brighter, and the models marked "
+     "the bladder above the real base); T2 physics makes urine the brightest tissue, so the range keeps its "
+     "upper end and only widens downwards"),
     ("fields of view, slice thickness, field strength, coil presence, orientation, voxel type",
      "per site, `tools/data/synthesis/sites.py`", "acquisition: DESIGN.md section 2 (MS-Net site table); fields "
      "of view are the simulator's choice around the native spacing"),
