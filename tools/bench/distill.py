@@ -17,7 +17,8 @@ z-scored noise, ``label`` a centred disk), after ``warmup`` untimed rounds:
   parameters (KM adapter and AA weights; EMKD's terms have none);
 * **instrumented**: the same distillation step cut at the student's outputs so that each part is timed with
   ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on the
-  trainer's ``loss_function`` (Seg) and each term's module of the loss, :data:`TERM_MODULES`; "loss glue" is the rest of ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
+  trainer's ``loss_function`` (Seg) and each term's module of the loss, :data:`TERM_MODULES`; "loss glue" is the
+  rest of ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
   *detached copies* of the student's logits and features (the terms' graphs are disjoint beyond those
   leaves, so the separate passes do the work of the joint one); the student's backward from the gradients
   gathered on the leaves; the optimizer step. The parts partition the step, so the shares sum to 1.
@@ -657,8 +658,8 @@ def write_distill_tables(
         "counts their forward and their own backward (down to the student's outputs); the student's backward pass is",
         "its own row, since the gradients of all terms go through it together.",
         "",
-        "| profile | objective | input | student (width) | teacher (width) | plain step (s) | distill step (s) | ratio | "
-        "instrumented (s) | losses | losses' share | target < 10% | forward only | peak MiB plain | peak MiB distill |",
+        "| profile | objective | input | student (width) | teacher (width) | plain step (s) | distill step (s) | "
+        "ratio | instrumented (s) | losses | losses' share | target < 10% | forward only | peak MiB plain | peak MiB distill |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in costs:
