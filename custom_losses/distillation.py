@@ -1,24 +1,35 @@
-"""The distillation part of the paper's objective (eq. 8): the weighted sum of the declared distillation terms."""
+"""The distillation part of the objective (eq. 8): the weighted sum of the declared distillation terms.
+
+The paper's terms (LM, KM, AA) and the terms of the Table 3 baselines (EMKD's logits KD, importance maps and region
+affinity) are all named terms of one :class:`DistillationLoss`, so an objective is a choice of ``terms``.
+"""
 
 import numbers
 from types import MappingProxyType
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .adaptive_affinity import AdaptiveAffinityLoss
+from .emkd import ImportanceMapLoss, RegionAffinityLoss
 from .kernel_matrix import KernelMatrixLoss
 from .logits_kl import LogitsKLLoss
 from .utils import check_4d, check_pair
 
-__all__ = ["DistillationLoss", "DISTILLATION_TERMS", "PAPER_TERMS"]
+__all__ = ["DistillationLoss", "DISTILLATION_TERMS", "PAPER_TERMS", "EMKD_TERMS"]
 
-DISTILLATION_TERMS = ("logits", "kernel", "affinity")
-"""The terms a :class:`DistillationLoss` can declare: LM (eq. 7), KM (eqs. 5-6), AA (eqs. 1-4)."""
+DISTILLATION_TERMS = ("logits", "kernel", "affinity", "kd_logits", "emkd_importance", "emkd_region_affinity")
+"""The terms a :class:`DistillationLoss` can declare: the paper's LM (eq. 7), KM (eqs. 5-6), AA (eqs. 1-4); EMKD's
+logits KD at a temperature, importance-map and region-affinity distillation (Table 3's baseline)."""
 
 PAPER_TERMS: Mapping[str, float] = MappingProxyType({"logits": 0.2, "kernel": 0.9, "affinity": 0.9})
 """The paper's weights (eq. 8: lambda_1..3), all three terms on."""
+
+EMKD_TERMS: Mapping[str, float] = MappingProxyType(
+    {"kd_logits": 0.1, "emkd_importance": 0.9, "emkd_region_affinity": 0.9}
+)
+"""EMKD's weights (``EagleMIT/EMKD`` ``train_kd.py``: ``alpha = 0.1``, ``beta1 = 0.9``, ``beta2 = 0.9``)."""
 
 
 def _term_weights(terms: Mapping[str, float]) -> Dict[str, float]:
@@ -37,12 +48,13 @@ def _term_weights(terms: Mapping[str, float]) -> Dict[str, float]:
     return {name: weights[name] for name in DISTILLATION_TERMS if name in weights}
 
 
-def _kernel_pair_list(kernel_pairs: Sequence[Sequence[str]]) -> Tuple[Tuple[str, str], ...]:
+def _pair_list(feature_pairs: Sequence[Sequence[str]], argument: str = "kernel_pairs") -> Tuple[Tuple[str, str], ...]:
     pairs = []
-    for pair in kernel_pairs:
+    for pair in feature_pairs:
         if isinstance(pair, str) or len(pair) != 2:
             raise ValueError(
-                f"each kernel pair must be (student_key, teacher_key), got {pair!r} in kernel_pairs={kernel_pairs!r}."
+                f"each {argument[:-1].replace('_', ' ')} must be (student_key, teacher_key), got {pair!r} in "
+                f"{argument}={feature_pairs!r}."
             )
         student_key, teacher_key = str(pair[0]), str(pair[1])
         for key in (student_key, teacher_key):
@@ -50,8 +62,15 @@ def _kernel_pair_list(kernel_pairs: Sequence[Sequence[str]]) -> Tuple[Tuple[str,
                 raise ValueError(f"feature keys must be non-empty and contain no '.', got {key!r} in {pair!r}.")
         pairs.append((student_key, teacher_key))
     if len(set(pairs)) != len(pairs):
-        raise ValueError(f"kernel_pairs has duplicates: {kernel_pairs!r}.")
+        raise ValueError(f"{argument} has duplicates: {feature_pairs!r}.")
     return tuple(pairs)
+
+
+def _feature(features: Optional[Mapping[str, torch.Tensor]], key: str, name: str, argument: str) -> torch.Tensor:
+    if features is None or key not in features:
+        known = sorted(features) if features is not None else None
+        raise ValueError(f"{name} has no feature {key!r} (has {known}) needed by {argument}.")
+    return features[key]
 
 
 def _channels_of(channels: Optional[Mapping[str, int]], key: str, argument: str) -> int:
@@ -62,7 +81,7 @@ def _channels_of(channels: Optional[Mapping[str, int]], key: str, argument: str)
 
 
 class DistillationLoss(nn.Module):
-    """The distillation terms of eq. 8, weighted: ``sum over the declared terms of weight * term``.
+    """The distillation terms of an objective, weighted: ``sum over the declared terms of weight * term``.
 
     eq. 8 is ``Loss = Seg + lambda_1 LM + lambda_2 KM + lambda_3 AA``. Seg is not computed here: it is the
     trainer's own ``loss_function`` (the bundle's ``loss``, the same in a plain and a distilled run), and
@@ -75,6 +94,18 @@ class DistillationLoss(nn.Module):
       ``student_channels[student_key]`` and ``teacher_channels[teacher_key]``.
     * ``affinity`` (AA): :class:`AdaptiveAffinityLoss` on the student's logits with the teacher's argmax labels
       (eqs. 1-4), with its learnable size weights ``theta``.
+
+    The terms of EMKD (Qin et al., TMI 2021; :data:`EMKD_TERMS` has its weights), Table 3's baseline:
+
+    * ``kd_logits``: Hinton's KD, :class:`LogitsKLLoss` with ``direction="teacher_student"`` at ``kd_temperature``,
+      ``T^2 mean_i KL(p^t_i || p^s_i)`` (EMKD ``prediction_map_distillation``, T = 4).
+    * ``emkd_importance``: :class:`~custom_losses.emkd.ImportanceMapLoss` for each pair of ``emkd_pairs``, **summed**
+      over the pairs as EMKD sums its low and high terms.
+    * ``emkd_region_affinity``: :class:`~custom_losses.emkd.RegionAffinityLoss` on the ground-truth ``labels`` for each
+      pair of ``emkd_pairs``, summed over the pairs.
+
+    Neither EMKD feature term has parameters: each compares a per-network summary (an attention map, a cosine), so
+    student and teacher channel counts may differ without an adapter.
 
     A term absent from ``terms`` is off: not built, not computed, reported as 0 (Table 4's ablation is a choice of
     terms). ``terms={}`` is the "w/o" baseline: the total is 0 and no teacher output is read (``needs_teacher``
@@ -95,6 +126,10 @@ class DistillationLoss(nn.Module):
         terms: ``{term: weight}`` for terms among :data:`DISTILLATION_TERMS`, weights ``>= 0``; ``None`` for
             :data:`PAPER_TERMS` (0.2 LM, 0.9 KM, 0.9 AA).
         kernel_pairs: ``(student_key, teacher_key)`` feature pairs distilled by KM; default ``high -> high``.
+        emkd_pairs: ``(student_key, teacher_key)`` feature pairs of ``emkd_importance`` and ``emkd_region_affinity``;
+            default ``low -> low`` and ``high -> high`` (EMKD).
+        kd_temperature: the temperature of ``kd_logits`` (EMKD: 4).
+        emkd_exponent: the exponent ``p`` of the importance maps (EMKD: 4).
         student_channels, teacher_channels: channel count of each feature key used by ``kernel_pairs``;
             required when ``kernel`` is a term.
         temperature, logits_direction: see :class:`LogitsKLLoss`.
@@ -107,11 +142,12 @@ class DistillationLoss(nn.Module):
             (``"pooled"`` and ``1`` = eqs. 1-4 as written).
 
     Raises:
-        ValueError: an unknown term name, a weight that is negative or not a number, bad ``kernel_pairs`` or a
-            missing channel count.
+        ValueError: an unknown term name, a weight that is negative or not a number, bad ``kernel_pairs`` or
+            ``emkd_pairs``, or a missing channel count.
 
-    Call ``loss(student_logits, student_features, teacher_logits, teacher_features)`` for the weighted total,
-    or :meth:`forward_terms` with the same arguments for the dict of every term.
+    Call ``loss(student_logits, student_features, teacher_logits, teacher_features, labels)`` for the weighted
+    total, or :meth:`forward_terms` with the same arguments for the dict of every term; ``labels`` (the ground
+    truth) is read by ``emkd_region_affinity`` only (:attr:`needs_labels`).
     """
 
     def __init__(
@@ -129,6 +165,9 @@ class DistillationLoss(nn.Module):
         kernel_reduction: str = "batchmean",
         affinity_balance: str = "pooled",
         affinity_stride: int = 1,
+        emkd_pairs: Sequence[Sequence[str]] = (("low", "low"), ("high", "high")),
+        kd_temperature: float = 4.0,
+        emkd_exponent: float = 4.0,
     ) -> None:
         super().__init__()
         self.weights: Dict[str, float] = _term_weights(PAPER_TERMS if terms is None else terms)
@@ -143,7 +182,7 @@ class DistillationLoss(nn.Module):
         self.kernel_pairs: Tuple[Tuple[str, str], ...] = ()
         self.kernel_losses = nn.ModuleDict()
         if "kernel" in self.weights:
-            self.kernel_pairs = _kernel_pair_list(kernel_pairs)
+            self.kernel_pairs = _pair_list(kernel_pairs, "kernel_pairs")
             if not self.kernel_pairs:
                 raise ValueError("the kernel term needs at least one pair in kernel_pairs.")
             for student_key, teacher_key in self.kernel_pairs:
@@ -153,11 +192,26 @@ class DistillationLoss(nn.Module):
                     normalize=kernel_normalize,
                     reduction=kernel_reduction,
                 )
+        self.kd_logits_loss = (
+            LogitsKLLoss(kd_temperature, "teacher_student") if "kd_logits" in self.weights else None
+        )
+        self.importance_loss = ImportanceMapLoss(emkd_exponent) if "emkd_importance" in self.weights else None
+        self.region_affinity_loss = RegionAffinityLoss() if "emkd_region_affinity" in self.weights else None
+        self.emkd_pairs: Tuple[Tuple[str, str], ...] = ()
+        if self.importance_loss is not None or self.region_affinity_loss is not None:
+            self.emkd_pairs = _pair_list(emkd_pairs, "emkd_pairs")
+            if not self.emkd_pairs:
+                raise ValueError("the emkd_* terms need at least one pair in emkd_pairs.")
 
     @property
     def needs_teacher(self) -> bool:
         """Whether any term is declared, i.e. whether :meth:`forward_terms` reads the teacher's outputs."""
         return bool(self.weights)
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether :meth:`forward_terms` reads the ground-truth ``labels`` (``emkd_region_affinity`` is declared)."""
+        return self.region_affinity_loss is not None
 
     def extra_repr(self) -> str:
         return f"terms={self.weights}"
@@ -172,22 +226,32 @@ class DistillationLoss(nn.Module):
         student_features: Optional[Mapping[str, torch.Tensor]],
         teacher_logits: Optional[torch.Tensor],
         teacher_features: Optional[Mapping[str, torch.Tensor]],
+        labels: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Every term, ``{"logits", "kernel", "affinity", "total"}``: the terms unweighted (0 when absent from
-        ``terms``), ``total`` their weighted sum.
+        """Every term, ``{*DISTILLATION_TERMS, "total"}``: the terms unweighted (0 when absent from ``terms``),
+        ``total`` their weighted sum.
 
         Args:
             student_logits: ``(B, C, H, W)``.
-            student_features: the student's named features (``forward_features``), read by KM.
-            teacher_logits: ``(B, C, H', W')``, read by LM and AA; may be ``None`` when neither is declared.
-            teacher_features: the teacher's named features, read by KM; may be ``None`` when KM is not declared.
+            student_features: the student's named features (``forward_features``), read by KM and EMKD's feature
+                terms.
+            teacher_logits: ``(B, C, H', W')``, read by LM, AA and ``kd_logits``; may be ``None`` when none is
+                declared.
+            teacher_features: the teacher's named features, read by KM and EMKD's feature terms; may be ``None``
+                when none is declared.
+            labels: the ground-truth label map ``(B, 1, H, W)``, read by ``emkd_region_affinity`` only.
         """
         check_4d(student_logits, "student_logits")
-        if self.logits_loss is not None or self.affinity_loss is not None:
+        if self.logits_loss is not None or self.affinity_loss is not None or self.kd_logits_loss is not None:
             if teacher_logits is None:
-                raise ValueError("teacher_logits is None but the logits or affinity term is declared.")
+                declared = [t for t in ("logits", "affinity", "kd_logits") if t in self.weights]
+                raise ValueError(f"teacher_logits is None but the terms {declared} are declared.")
             check_pair(student_logits, teacher_logits, "student_logits", "teacher_logits")
             teacher_logits = teacher_logits.detach()
+        if self.needs_labels and labels is None:
+            raise ValueError(
+                "labels is None but the emkd_region_affinity term is declared (it reads the ground truth)."
+            )
 
         zero = student_logits.new_zeros((), dtype=torch.float32)
         terms = {name: zero for name in DISTILLATION_TERMS}
@@ -197,6 +261,16 @@ class DistillationLoss(nn.Module):
             terms["kernel"] = self._kernel_term(student_features, teacher_features)
         if self.affinity_loss is not None:
             terms["affinity"] = self.affinity_loss(student_logits, teacher_logits)
+        if self.kd_logits_loss is not None:
+            terms["kd_logits"] = self.kd_logits_loss(student_logits, teacher_logits)
+        if self.importance_loss is not None:
+            pairs = self._emkd_features(student_features, teacher_features)
+            terms["emkd_importance"] = torch.stack([self.importance_loss(s, t) for s, t in pairs]).sum()
+        if self.region_affinity_loss is not None:
+            pairs = self._emkd_features(student_features, teacher_features)
+            terms["emkd_region_affinity"] = torch.stack(
+                [self.region_affinity_loss(s, t, labels) for s, t in pairs]
+            ).sum()
         total = zero
         for name, weight in self.weights.items():
             total = total + weight * terms[name]
@@ -210,16 +284,24 @@ class DistillationLoss(nn.Module):
     ) -> torch.Tensor:
         losses = []
         for student_key, teacher_key in self.kernel_pairs:
-            for features, key, name in (
-                (student_features, student_key, "student_features"),
-                (teacher_features, teacher_key, "teacher_features"),
-            ):
-                if features is None or key not in features:
-                    known = sorted(features) if features is not None else None
-                    raise ValueError(f"{name} has no feature {key!r} (has {known}) needed by kernel_pairs.")
+            student = _feature(student_features, student_key, "student_features", "kernel_pairs")
+            teacher = _feature(teacher_features, teacher_key, "teacher_features", "kernel_pairs")
             kernel_loss = self.kernel_losses[self._pair_name(student_key, teacher_key)]
-            losses.append(kernel_loss(student_features[student_key], teacher_features[teacher_key].detach()))
+            losses.append(kernel_loss(student, teacher.detach()))
         return torch.stack(losses).mean()
+
+    def _emkd_features(
+        self,
+        student_features: Optional[Mapping[str, torch.Tensor]],
+        teacher_features: Optional[Mapping[str, torch.Tensor]],
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        return [
+            (
+                _feature(student_features, student_key, "student_features", "emkd_pairs"),
+                _feature(teacher_features, teacher_key, "teacher_features", "emkd_pairs").detach(),
+            )
+            for student_key, teacher_key in self.emkd_pairs
+        ]
 
     def forward(
         self,
@@ -227,6 +309,7 @@ class DistillationLoss(nn.Module):
         student_features: Optional[Mapping[str, torch.Tensor]],
         teacher_logits: Optional[torch.Tensor],
         teacher_features: Optional[Mapping[str, torch.Tensor]],
+        labels: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """The weighted total (see :meth:`forward_terms` for the arguments)."""
-        return self.forward_terms(student_logits, student_features, teacher_logits, teacher_features)["total"]
+        return self.forward_terms(student_logits, student_features, teacher_logits, teacher_features, labels)["total"]

@@ -1,13 +1,13 @@
-"""distill.yaml's default objective and the paper_literal override, read from the student bundles' configs
-(parsed, not run): the override restores eq. 8 exactly as written (docs/distillation.md); the terms are
-declared as ``distill_terms: {term: weight}``, an absent term being off."""
+"""distill.yaml's default objective and the paper_literal and EMKD overrides, read from the student bundles' configs
+(parsed, not run): paper_literal restores eq. 8 exactly as written, distill_emkd.yaml sets EMKD's terms and weights
+(docs/distillation.md); the terms are declared as ``distill_terms: {term: weight}``, an absent term being off."""
 
 from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigParser
 
-from custom_losses import PAPER_TERMS
+from custom_losses import EMKD_TERMS, PAPER_TERMS
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 STUDENTS = ["prostate_mri_enet_student", "prostate_mri_espnet_student", "prostate_mri_erfnet_student"]
@@ -44,6 +44,23 @@ def test_default_and_paper_literal_objectives(student):
         "affinity_balance": "pooled",
         "affinity_stride": 1,
     }
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_emkd_objective(student):
+    """distill_emkd.yaml over distill.yaml: EMKD's three terms alone, at its weights (train_kd.py: 0.1, 0.9, 0.9),
+    T = 4, exponent 4, on the low and high features; the loss reads every option from its top-level key."""
+    emkd, parser = objective(student, "distill_emkd.yaml")
+    assert emkd["distill_terms"] == dict(EMKD_TERMS) == {"kd_logits": 0.1, "emkd_importance": 0.9,
+                                                          "emkd_region_affinity": 0.9}
+    assert (parser["kd_temperature"], parser["emkd_exponent"]) == (4, 4)
+    assert parser["emkd_pairs"] == [["low", "low"], ["high", "high"]]
+    loss = parser["distillation_loss"]
+    for key in ("kd_temperature", "emkd_exponent", "emkd_pairs"):
+        assert loss[key] == f"@{key}", f"distillation_loss#{key} does not read the top-level key"
+    # the default objective declares none of EMKD's terms but carries the same options
+    default, parser = objective(student)
+    assert not set(default["distill_terms"]) & set(EMKD_TERMS) and parser["kd_temperature"] == 4
 
 
 def test_an_ablation_override_leaves_terms_out():

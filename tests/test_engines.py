@@ -17,7 +17,7 @@ from monai.engines.utils import default_prepare_batch
 from monai.losses import DiceFocalLoss, DiceLoss
 from torch import nn
 
-from custom_losses import DistillationLoss
+from custom_losses import DISTILLATION_TERMS, DistillationLoss
 from tools.engines import DistillationModel, DistillationTrainer, loss_terms
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "prostate_mri_enet_student" / "configs"
@@ -89,7 +89,10 @@ def test_events_fire_in_order_and_postprocessing_runs():
         assert isinstance(output, list) and len(output) == 2
         assert all(item["postprocessed"] for item in output)
         assert output[0]["pred"].shape == (2, 8, 8)
-        assert set(loss_terms(output)) == {"loss", "loss_seg", "loss_logits", "loss_kernel", "loss_affinity"}
+        assert set(loss_terms(output)) == {"loss", "loss_seg"} | {f"loss_{term}" for term in DISTILLATION_TERMS}
+        assert {"loss_logits", "loss_kernel", "loss_affinity", "loss_kd_logits", "loss_emkd_importance"} <= set(
+            loss_terms(output)
+        )
 
 
 def test_seg_is_the_trainers_loss_function_and_the_total_is_eq_8():

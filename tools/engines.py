@@ -1,15 +1,16 @@
 """Distillation as a MONAI engine: the trainer that distill.yaml runs (part of the bundles' runtime library).
 
 * :class:`DistillationModel` holds everything that trains during distillation, the student and the trainable
-  parts of :class:`~custom_losses.DistillationLoss` (KM adapters, AA size weights), as one ``nn.Module``: the
-  optimizer's parameters, and what DDP wraps for multi-GPU training.
+  parts of :class:`~custom_losses.DistillationLoss` (KM adapters, AA size weights; EMKD's terms have none), as one
+  ``nn.Module``: the optimizer's parameters, and what DDP wraps for multi-GPU training.
 * :class:`DistillationTrainer` is MONAI's ``SupervisedTrainer`` with a frozen teacher: one step of eq. 8,
   ``Seg + sum_i lambda_i term_i``, where Seg is the trainer's own ``loss_function`` (the bundle's ``loss``) and
   the weighted terms come from the model's ``DistillationLoss``. It fires the same iteration events and honours
   the same options (AMP, ``to_kwargs``, ``non_blocking``, ``optim_set_to_none``, ``accumulation_steps``), so
   ``postprocessing``, decollation and handlers hung on ``MODEL_COMPLETED`` work as in a plain run.
 * :func:`loss_terms` is the ``output_transform`` that gives StatsHandler / TensorBoardStatsHandler every term
-  (``loss``, ``loss_seg``, ``loss_logits``, ``loss_kernel``, ``loss_affinity``) and the ``diag_*`` diagnostics.
+  (``loss``, ``loss_seg`` and ``loss_<term>`` for each of :data:`custom_losses.DISTILLATION_TERMS`) and the
+  ``diag_*`` diagnostics.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ iterations only."""
 class DistillationModel(nn.Module):
     """The student and the trainable parts of the distillation terms (KM adapters, AA weights) as one module.
 
-    ``forward(image, teacher_logits=None, teacher_features=None) -> (student_logits, terms)`` where ``terms`` is
-    :meth:`DistillationLoss.forward_terms` of the student's ``forward_features(image)``. ``student`` must provide
-    ``forward_features``. ``state_dict`` holds ``student.*`` and ``loss.*``; the bundles save the student alone.
+    ``forward(image, teacher_logits=None, teacher_features=None, labels=None) -> (student_logits, terms)`` where
+    ``terms`` is :meth:`DistillationLoss.forward_terms` of the student's ``forward_features(image)`` (``labels``, the
+    ground truth, is read by EMKD's region affinity only). ``student`` must provide ``forward_features``.
+    ``state_dict`` holds ``student.*`` and ``loss.*``; the bundles save the student alone.
     """
 
     def __init__(self, student: nn.Module, loss: DistillationLoss) -> None:
@@ -57,9 +59,10 @@ class DistillationModel(nn.Module):
         image: torch.Tensor,
         teacher_logits: Optional[torch.Tensor] = None,
         teacher_features: Optional[Mapping[str, torch.Tensor]] = None,
+        labels: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         student_logits, student_features = self.student.forward_features(image)
-        terms = self.loss.forward_terms(student_logits, student_features, teacher_logits, teacher_features)
+        terms = self.loss.forward_terms(student_logits, student_features, teacher_logits, teacher_features, labels)
         return student_logits, terms
 
 
@@ -94,7 +97,7 @@ class DistillationTrainer(SupervisedTrainer):
     1. ``prepare_batch(batch, device, non_blocking, **to_kwargs)`` gives ``(image, label)``;
     2. under ``torch.autocast(<device type>, **amp_kwargs)`` when ``amp`` (bfloat16 by default on the CPU): the
        teacher's ``forward_features(image)`` in eval mode under ``torch.no_grad()``, skipped when the loss declares
-       no term; the student and the distillation terms (``network(image, teacher_logits, teacher_features)``);
+       no term; the student and the distillation terms (``network(image, teacher_logits, teacher_features, label)``);
        ``FORWARD_COMPLETED``; Seg ``= loss_function(student_logits, label).mean()`` and the total
        ``Seg + DistillationLoss total``; ``LOSS_COMPLETED``;
     3. on iterations a :class:`~custom_losses.DistillationDiagnostics` handler asks for (the state's
@@ -105,8 +108,8 @@ class DistillationTrainer(SupervisedTrainer):
        ``MODEL_COMPLETED``, on which decollation, ``postprocessing`` and metrics run.
 
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (the student's logits), ``loss`` (the total) and
-    :data:`LOSS_TERM_KEYS`' ``loss_seg``, ``loss_logits``, ``loss_kernel``, ``loss_affinity`` (unweighted, detached,
-    0 for an undeclared term), plus the ``diag_*`` values on diagnosed iterations. The ``inferer`` is not used: the
+    :data:`LOSS_TERM_KEYS`' ``loss_seg`` and ``loss_<term>`` for every term (unweighted, detached, 0 for an
+    undeclared term), plus the ``diag_*`` values on diagnosed iterations. The ``inferer`` is not used: the
     student runs on the whole batch, as with train.yaml's ``SimpleInferer``.
 
     Args:
@@ -172,7 +175,7 @@ class DistillationTrainer(SupervisedTrainer):
         autocast = torch.autocast(inputs.device.type, **engine.amp_kwargs) if amp else contextlib.nullcontext()
         with autocast:
             teacher_logits, teacher_features = engine._teacher_outputs(inputs, model.loss)
-            student_logits, terms = engine.network(inputs, teacher_logits, teacher_features)
+            student_logits, terms = engine.network(inputs, teacher_logits, teacher_features, targets)
             engine.state.output[Keys.PRED] = student_logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = {"seg": engine.loss_function(student_logits, targets).mean(), **terms}

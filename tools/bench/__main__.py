@@ -7,9 +7,10 @@
   [--threads N] [--teacher-width W] [--out-dir results] [--nomodels-section]``: one simulated volume through
   each network's bundle inference.yaml, file to mask; writes ``inference.md``/``.csv`` and the summary section
   of ``models.md``.
-* ``python -m tools.bench distill [--profile paper,cpu] [--size S] [--batch B] [--student ENet]
-  [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]``:
-  the cost of a distillation step against a plain student step; writes ``distill_cost.md``/``.csv``.
+* ``python -m tools.bench distill [--profile paper,cpu] [--objectives default,paper_literal,emkd] [--size S]
+  [--batch B] [--student ENet] [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N]
+  [--threads T] [--device cpu]``: the cost of a distillation step of each objective (the bundles' default,
+  ``paper_literal``, Table 3's ``emkd``) against a plain student step; writes ``distill_cost.md``/``.csv``.
 * ``python -m tools.bench preprocessing [--work-dir results/preprocessing] [--data synthetic] [--site BIDMC]
   [--threads 1] [--out-dir results]``: the ENet student without distillation trained through its bundle at the CPU
   profile for each ``in_plane_mode`` x ``intensity_norm``; source-site validation, unseen-site and real-case Dice;
@@ -122,6 +123,7 @@ def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int 
 
 def distill(
     profile: str = "paper,cpu",
+    objectives: str = "default,paper_literal,emkd",
     size: int | None = None,
     batch: int | None = None,
     student: str = "ENet",
@@ -136,8 +138,9 @@ def distill(
     out_dir: str = "results",
 ) -> None:
     """The cost of a distillation step at each profile (``paper``: 384x384, batch 16, teacher width 1.0; ``cpu``:
-    96x96, batch 16, teacher width 0.25), one after the other; ``--size`` etc. override every profile's value.
-    ``repeats`` defaults to 3 at the paper's size and 10 at the CPU profile."""
+    96x96, batch 16, teacher width 0.25) for each objective (``tools.bench.distill.OBJECTIVE_CONFIGS``), one after the
+    other; ``--size`` etc. override every profile's value. ``repeats`` defaults to 3 at the paper's size and 10 at
+    the CPU profile."""
     import torch
 
     from .distill import measure_distillation_cost, profile_spec, write_distill_tables
@@ -147,19 +150,22 @@ def distill(
         torch.set_num_threads(int(threads))
     costs = []
     for name in _names(profile):
-        spec = profile_spec(
-            name, size=size, batch=batch, student=student, teacher=teacher, student_width=student_width,
-            teacher_width=teacher_width, device=device,
-        )
-        n = repeats if repeats is not None else (3 if name == "paper" else 10)
-        _print(f"[{name}] {spec.batch}x1x{spec.size}x{spec.size}, {spec.student} ({spec.student_width:g}) <- "
-               f"{spec.teacher} ({spec.teacher_width:g}), {n} repeats + {warmup} warm-up, {torch.get_num_threads()} thread(s)")
-        cost = measure_distillation_cost(
-            spec, profile=name, repeats=n, warmup=warmup, memory=memory, threads=threads,
-            progress=lambda message, name=name: _print(f"[{name}] {message}"),
-        )
-        _print(f"[{name}] ratio {cost.ratio:.2f}x, LM+KM+AA {100 * cost.loss_share:.1f}% of the step")
-        costs.append(cost)
+        for objective in _names(objectives):
+            spec = profile_spec(
+                name, size=size, batch=batch, student=student, teacher=teacher, student_width=student_width,
+                teacher_width=teacher_width, device=device, objective=objective,
+            )
+            n = repeats if repeats is not None else (3 if name == "paper" else 10)
+            tag = f"[{name}, {objective}]"
+            _print(f"{tag} {spec.batch}x1x{spec.size}x{spec.size}, {spec.student} ({spec.student_width:g}) <- "
+                   f"{spec.teacher} ({spec.teacher_width:g}), {n} repeats + {warmup} warm-up, "
+                   f"{torch.get_num_threads()} thread(s)")
+            cost = measure_distillation_cost(
+                spec, profile=name, repeats=n, warmup=warmup, memory=memory, threads=threads,
+                progress=lambda message, tag=tag: _print(f"{tag} {message}"),
+            )
+            _print(f"{tag} ratio {cost.ratio:.2f}x, its losses {100 * cost.loss_share:.1f}% of the step")
+            costs.append(cost)
     md_path, csv_path = write_distill_tables(
         costs, out_dir, command=_command(), load_average=load_average, load_average_end=os.getloadavg()
     )

@@ -1,6 +1,8 @@
-"""The cost of distillation: one training step of eq. 8 against a plain student step.
+"""The cost of distillation: one training step of each objective against a plain student step.
 
-``python -m tools.bench distill`` writes ``results/distill_cost.md`` and ``results/distill_cost.csv``.
+``python -m tools.bench distill`` writes ``results/distill_cost.md`` and ``results/distill_cost.csv``. An objective
+(:data:`OBJECTIVE_CONFIGS`: the bundles' default, ``paper_literal``, Table 3's ``emkd``) is the student bundles'
+distill.yaml with its override merged after it; its terms and options are read from those configs.
 
 Three steps are timed, interleaved, on one student initialisation and one batch (``image`` ``(B, 1, S, S)``
 z-scored noise, ``label`` a centred disk), after ``warmup`` untimed rounds:
@@ -9,14 +11,14 @@ z-scored noise, ``label`` a centred disk), after ``warmup`` untimed rounds:
   ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` -> ``backward`` -> ``Adam.step``;
 * **distill**: one iteration of the bundle's own :class:`tools.engines.DistillationTrainer` on a
   :class:`~tools.engines.DistillationModel` (student + :class:`~custom_losses.DistillationLoss` with
-  distill.yaml's terms; Seg is the trainer's ``DiceFocalLoss``, train.yaml's ``loss``; no decollation, like the
+  the objective's terms; Seg is the trainer's ``DiceFocalLoss``, train.yaml's ``loss``; no decollation, like the
   plain step): the teacher's ``forward_features`` in eval mode under ``no_grad``, the student's
-  ``forward_features``, the terms of eq. 8, ``backward`` of the total, ``Adam.step`` over student, KM adapter
-  and AA weights;
+  ``forward_features``, the objective's terms, ``backward`` of the total, ``Adam.step`` over student and the loss's
+  parameters (KM adapter and AA weights; EMKD's terms have none);
 * **instrumented**: the same distillation step cut at the student's outputs so that each part is timed with
   ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on the
-  trainer's ``loss_function`` (Seg) and the loss's ``logits_loss``, ``kernel_losses``, ``affinity_loss``; "loss
-  glue" is the rest of ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
+  trainer's ``loss_function`` (Seg) and each term's module of the loss, :data:`TERM_MODULES`; "loss glue" is the
+  rest of ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
   *detached copies* of the student's logits and features (the terms' graphs are disjoint beyond those
   leaves, so the separate passes do the work of the joint one); the student's backward from the gradients
   gathered on the leaves; the optimizer step. The parts partition the step, so the shares sum to 1.
@@ -47,14 +49,20 @@ import torch
 from monai.losses import DiceFocalLoss
 from torch import nn
 
-from custom_losses import DistillationLoss
+from monai.bundle import ConfigParser
+
+from custom_losses import DISTILLATION_TERMS, DistillationLoss
 from custom_nets import NETWORKS, feature_channels
+from tools.bundles import BUNDLES_DIR
 from tools.engines import DistillationModel, DistillationTrainer
 
 __all__ = [
     "PROFILES",
+    "OBJECTIVE_CONFIGS",
     "PART_NAMES",
     "LOSS_PARTS",
+    "TERMS",
+    "objective_options",
     "StepSpec",
     "StepSetup",
     "DistillCost",
@@ -76,30 +84,47 @@ PROFILES: Dict[str, Dict[str, float]] = {
     "cpu": {"size": 96, "batch": 16, "student_width": 1.0, "teacher_width": 0.25},
 }
 
-# the parts of the instrumented step, in order; they partition its wall time
+OBJECTIVE_CONFIGS: Dict[str, Tuple[str, ...]] = {
+    "default": (),
+    "paper_literal": ("distill_paper_literal.yaml",),
+    "emkd": ("distill_emkd.yaml",),
+}
+"""Objective -> the configs merged after the student bundles' train.yaml and distill.yaml."""
+OBJECTIVE_KEYS = (
+    "kernel_pairs", "kernel_reduction", "affinity_balance", "affinity_stride", "kd_temperature", "emkd_exponent",
+    "emkd_pairs",
+)
+"""The top-level config keys that distill.yaml passes to :class:`~custom_losses.DistillationLoss` (besides the
+terms and the channel counts)."""
+_OBJECTIVE_BUNDLE = "prostate_mri_enet_student"  # the three students' distill configs come from one template
+
+# every term that a step can compute: Seg and the distillation terms
+TERMS = ("seg", *DISTILLATION_TERMS)
+TERM_LABELS = {
+    "seg": "Seg", "logits": "LM", "kernel": "KM", "affinity": "AA", "kd_logits": "KD", "emkd_importance": "IMD",
+    "emkd_region_affinity": "RAD",
+}
+TERM_MODULES = {
+    "logits": "logits_loss", "kernel": "kernel_losses", "affinity": "affinity_loss", "kd_logits": "kd_logits_loss",
+    "emkd_importance": "importance_loss", "emkd_region_affinity": "region_affinity_loss",
+}
+"""Distillation term -> the attribute of :class:`~custom_losses.DistillationLoss` that computes it (``None`` or an
+empty ``ModuleDict`` when the term is off)."""
+# the parts of the instrumented step, in order; they partition its wall time (an undeclared term's parts are ~0)
 PART_NAMES = (
     "teacher_forward",
     "student_forward",
-    "seg_forward",
-    "logits_forward",
-    "kernel_forward",
-    "affinity_forward",
+    *(f"{term}_forward" for term in TERMS),
     "loss_glue",
-    "seg_backward",
-    "logits_backward",
-    "kernel_backward",
-    "affinity_backward",
+    *(f"{term}_backward" for term in TERMS),
     "student_backward",
     "optimizer_step",
     "zero_grad",
 )
-TERMS = ("seg", "logits", "kernel", "affinity")
-# the three distillation losses (LM, KM, AA), forward and backward
-LOSS_PARTS = ("logits_forward", "kernel_forward", "affinity_forward", "logits_backward", "kernel_backward", "affinity_backward")
-LOSS_FORWARD_PARTS = ("logits_forward", "kernel_forward", "affinity_forward")
+# the distillation losses, forward and backward
+LOSS_FORWARD_PARTS = tuple(f"{term}_forward" for term in DISTILLATION_TERMS)
+LOSS_PARTS = LOSS_FORWARD_PARTS + tuple(f"{term}_backward" for term in DISTILLATION_TERMS)
 TARGET_LOSS_SHARE = 0.10
-DISTILL_TERMS = {"logits": 0.2, "kernel": 0.9, "affinity": 0.09}
-"""distill.yaml's ``distill_terms``."""
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -116,8 +141,11 @@ class StepSpec:
     learning_rate: float = 0.01
     device: str = "cpu"
     seed: int = 0
+    objective: str = "default"
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVE_CONFIGS:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {sorted(OBJECTIVE_CONFIGS)}.")
         for name in (self.student, self.teacher):
             if name not in NETWORKS:
                 raise ValueError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}.")
@@ -153,12 +181,22 @@ def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Te
     return image.to(device), label.to(device)
 
 
+def objective_options(objective: str) -> Dict[str, object]:
+    """The keyword arguments of :class:`~custom_losses.DistillationLoss` for ``objective`` (``terms`` and
+    :data:`OBJECTIVE_KEYS`), read from the student bundles' train.yaml, distill.yaml and the objective's override."""
+    if objective not in OBJECTIVE_CONFIGS:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {sorted(OBJECTIVE_CONFIGS)}.")
+    configs = BUNDLES_DIR / _OBJECTIVE_BUNDLE / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / name) for name in ("train.yaml", "distill.yaml", *OBJECTIVE_CONFIGS[objective])])
+    return {"terms": dict(parser["distill_terms"]), **{key: parser[key] for key in OBJECTIVE_KEYS}}
+
+
 def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> StepSetup:
     """Networks, losses, optimizers (Adam at ``spec.learning_rate``, as train.yaml) and one batch for ``spec``.
 
     The teacher is built with random weights, frozen and in eval mode (``DistillationTrainer`` does this);
-    the distillation loss is distill.yaml's: its terms, KM on ``high -> high``, KM as a per-entry mean and AA
-    class-balanced (docs/distillation.md).
+    the distillation loss is the bundles' for ``spec.objective`` (:func:`objective_options`).
     """
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
@@ -175,12 +213,9 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True) -> Ste
         teacher_class, _ = NETWORKS[spec.teacher]
         teacher = teacher_class(in_channels=1, out_channels=2, width=spec.teacher_width).to(device)
         loss = DistillationLoss(
-            terms=DISTILL_TERMS,
-            kernel_pairs=[["high", "high"]],
             student_channels=feature_channels(student),
             teacher_channels=feature_channels(teacher),
-            kernel_reduction="mean",  # distill.yaml's departures from the text (docs/distillation.md)
-            affinity_balance="class",
+            **objective_options(spec.objective),
         )
         model = DistillationModel(student, loss).to(device)
         distill_optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
@@ -255,9 +290,12 @@ class _ForwardTimer:
 
 def _loss_modules(seg_loss: nn.Module, loss: DistillationLoss) -> Dict[str, List[nn.Module]]:
     modules: Dict[str, List[nn.Module]] = {"seg": [seg_loss]}
-    modules["logits"] = [loss.logits_loss] if loss.logits_loss is not None else []
-    modules["kernel"] = list(loss.kernel_losses.values())
-    modules["affinity"] = [loss.affinity_loss] if loss.affinity_loss is not None else []
+    for term, attribute in TERM_MODULES.items():
+        module = getattr(loss, attribute)
+        if isinstance(module, nn.ModuleDict):
+            modules[term] = list(module.values())
+        else:
+            modules[term] = [module] if module is not None else []
     return modules
 
 
@@ -294,7 +332,7 @@ def instrumented_distill_step(setup: StepSetup) -> Dict[str, float]:
     seg_loss = setup.trainer.loss_function
     timer = _ForwardTimer(_loss_modules(seg_loss, loss), device)
     try:
-        terms = loss.forward_terms(logits_leaf, feature_leaves, teacher_logits, teacher_features)
+        terms = loss.forward_terms(logits_leaf, feature_leaves, teacher_logits, teacher_features, setup.label)
         terms["seg"] = seg_loss(logits_leaf, setup.label).mean()
     finally:
         timer.remove()
@@ -443,6 +481,8 @@ class DistillCost:
     plain_memory: Dict[str, float] = field(default_factory=dict)
     distill_memory: Dict[str, float] = field(default_factory=dict)
     memory_method: str = ""
+    terms: Tuple[str, ...] = ()
+    """The objective's distillation terms (declared in its ``distill_terms``)."""
 
     @property
     def target_met(self) -> bool:
@@ -469,6 +509,7 @@ def measure_distillation_cost(
         torch.set_num_threads(int(threads))
     setup = build_setup(spec)
     times = measure_step_times(setup, repeats=repeats, warmup=warmup, progress=progress)
+    terms = tuple(setup.model.loss.weights)
     del setup
     instrumented = times["instrumented"]
     part_s = {name: statistics.median(r[name] for r in instrumented) for name in PART_NAMES}
@@ -490,6 +531,7 @@ def measure_distillation_cost(
         shares=shares,
         loss_share=loss_share,
         loss_forward_share=loss_forward_share,
+        terms=terms,
     )
     if memory:
         if progress is not None:
@@ -523,10 +565,26 @@ _PART_LABELS = {
     "logits_backward": "LM backward (to the student's outputs)",
     "kernel_backward": "KM backward (adapter + Gram)",
     "affinity_backward": "AA backward (to the student's outputs)",
+    "kd_logits_forward": "KD (T) forward",
+    "emkd_importance_forward": "IMD forward (importance maps)",
+    "emkd_region_affinity_forward": "RAD forward (region affinity)",
+    "kd_logits_backward": "KD (T) backward (to the student's outputs)",
+    "emkd_importance_backward": "IMD backward (to the student's outputs)",
+    "emkd_region_affinity_backward": "RAD backward (to the student's outputs)",
     "student_backward": "student backward (through the network)",
     "optimizer_step": "Adam step",
     "zero_grad": "zero_grad",
 }
+assert set(_PART_LABELS) == set(PART_NAMES)
+
+
+def _losses_label(terms: Sequence[str]) -> str:
+    """``"LM+KM+AA"`` for the terms ``("logits", "kernel", "affinity")``."""
+    return "+".join(TERM_LABELS[term] for term in terms) or "none"
+
+
+def _column(cost: DistillCost, several_objectives: bool) -> str:
+    return f"{cost.profile}, {cost.spec.objective}" if several_objectives else cost.profile
 
 
 def _machine() -> str:
@@ -546,7 +604,8 @@ def write_distill_tables(
     load_average: Optional[Tuple[float, float, float]] = None,
     load_average_end: Optional[Tuple[float, float, float]] = None,
 ) -> Tuple[Path, Path]:
-    """Write ``distill_cost.md`` (summary, where the time goes, context) and ``distill_cost.csv`` (one row per profile)."""
+    """Write ``distill_cost.md`` (summary, where the time goes, context) and ``distill_cost.csv`` (one row per profile
+    and objective)."""
     if not costs:
         raise ValueError("no figures to write.")
     out_dir = Path(out_dir)
@@ -556,6 +615,7 @@ def write_distill_tables(
     rows = []
     for c in costs:
         row = {"profile": c.profile, **asdict(c.spec), "threads": c.threads, "repeats": c.repeats, "warmup": c.warmup}
+        row["terms"] = " ".join(c.terms)
         row.update(
             plain_s=c.plain_s, distill_s=c.distill_s, ratio=c.ratio, instrumented_s=c.instrumented_s,
             loss_share=c.loss_share, loss_forward_share=c.loss_forward_share, target_met=c.target_met,
@@ -575,8 +635,9 @@ def write_distill_tables(
         writer.writerows(rows)
 
     device = costs[0].spec.device
+    several = len({c.spec.objective for c in costs}) > 1
     lines = [
-        "# The cost of distillation: one step of eq. 8 against a plain student step",
+        "# The cost of distillation: one step of each objective against a plain student step",
         "",
         f"Machine: {_machine()}; device {device}; torch {torch.__version__}; "
         f"{costs[0].threads} thread(s).",
@@ -590,49 +651,57 @@ def write_distill_tables(
         "",
         "Times are medians over the repeats, after warm-up rounds; the three steps are interleaved in every round.",
         "*plain*: zero_grad, student forward, DiceFocalLoss, backward, Adam step (train.yaml). *distill*: the bundle's",
-        "`DistillationTrainer` step (teacher forward in eval mode under no_grad, student forward_features, eq. 8 with",
-        "LM + KM + AA, backward, Adam over student, KM adapter and AA weights). The three losses' share counts their",
-        "forward and their own backward (down to the student's outputs); the student's backward pass is its own row,",
-        "since the gradients of all terms go through it together.",
+        "`DistillationTrainer` step for the objective (teacher forward in eval mode under no_grad, student",
+        "forward_features, Seg + the objective's weighted terms, backward, Adam over the student and the loss's",
+        "parameters). Objectives: `default` is distill.yaml (LM + KM + AA), `paper_literal` adds",
+        "distill_paper_literal.yaml, `emkd` distill_emkd.yaml (KD + IMD + RAD, Table 3's baseline). The losses' share",
+        "counts their forward and their own backward (down to the student's outputs); the student's backward pass is",
+        "its own row, since the gradients of all terms go through it together.",
         "",
-        "| profile | input | student (width) | teacher (width) | plain step (s) | distill step (s) | ratio | "
-        "instrumented (s) | LM+KM+AA share | target < 10% | LM+KM+AA forward only | peak MiB plain | peak MiB distill |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| profile | objective | input | student (width) | teacher (width) | plain step (s) | distill step (s) | "
+        "ratio | instrumented (s) | losses | losses' share | target < 10% | forward only | peak MiB plain | peak MiB distill |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in costs:
         s = c.spec
         lines.append(
-            f"| {c.profile} | {s.batch}x1x{s.size}x{s.size} | {s.student} ({s.student_width:g}) | "
+            f"| {c.profile} | {s.objective} | {s.batch}x1x{s.size}x{s.size} | {s.student} ({s.student_width:g}) | "
             f"{s.teacher} ({s.teacher_width:g}) | {c.plain_s:.3f} | {c.distill_s:.3f} | {c.ratio:.1f}x | "
-            f"{c.instrumented_s:.3f} | {100 * c.loss_share:.1f}% | {'met' if c.target_met else 'missed'} | "
-            f"{100 * c.loss_forward_share:.1f}% | {_memory_cell(c.plain_memory)} | {_memory_cell(c.distill_memory)} |"
+            f"{c.instrumented_s:.3f} | {_losses_label(c.terms)} | {100 * c.loss_share:.1f}% | "
+            f"{'met' if c.target_met else 'missed'} | {100 * c.loss_forward_share:.1f}% | "
+            f"{_memory_cell(c.plain_memory)} | {_memory_cell(c.distill_memory)} |"
         )
     lines += [
         "",
-        f"Repeats: {', '.join(f'{c.profile} {c.repeats} (+{c.warmup} warm-up)' for c in costs)}.",
+        f"Repeats: {', '.join(f'{_column(c, several)} {c.repeats} (+{c.warmup} warm-up)' for c in costs)}.",
         "",
         "## Where the time of a distillation step goes",
         "",
-        "Median seconds of each part of the instrumented step and its median share of the step.",
+        "Median seconds of each part of the instrumented step and its median share of the step (the parts of terms",
+        "that no objective here declares are left out).",
         "",
-        "| part | " + " | ".join(f"{c.profile} (s) | {c.profile} share" for c in costs) + " |",
+        "| part | " + " | ".join(f"{_column(c, several)} (s) | {_column(c, several)} share" for c in costs) + " |",
         "|---|" + "---|---|" * len(costs),
     ]
+    declared = {term for c in costs for term in ("seg", *c.terms)}
     for name in PART_NAMES:
+        term = next((t for t in TERMS if name in (f"{t}_forward", f"{t}_backward")), None)
+        if term is not None and term not in declared:
+            continue
         cells = " | ".join(f"{c.part_s[name]:.4f} | {100 * c.shares[name]:.1f}%" for c in costs)
         lines.append(f"| {_PART_LABELS[name]} | {cells} |")
     lines.append(
-        "| **LM + KM + AA (forward + backward)** | "
+        "| **the objective's distillation losses (forward + backward)** | "
         + " | ".join(f"{sum(c.part_s[p] for p in LOSS_PARTS):.4f} | **{100 * c.loss_share:.1f}%**" for c in costs)
         + " |"
     )
     lines.append("")
     for c in costs:
         term_share = {t: c.shares[f"{t}_forward"] + c.shares[f"{t}_backward"] for t in TERMS}
+        each = ", ".join(f"{TERM_LABELS[t]} {100 * term_share[t]:.1f}%" for t in c.terms)
         lines.append(
-            f"- {c.profile}: LM + KM + AA take {100 * c.loss_share:.1f}% of the step (target < 10%: "
-            f"{'met' if c.target_met else 'missed'}): LM {100 * term_share['logits']:.1f}%, "
-            f"KM {100 * term_share['kernel']:.1f}%, AA {100 * term_share['affinity']:.1f}% (forward + backward); "
+            f"- {_column(c, several)}: {_losses_label(c.terms)} take {100 * c.loss_share:.1f}% of the step (target "
+            f"< 10%: {'met' if c.target_met else 'missed'}){': ' + each if each else ''} (forward + backward); "
             f"teacher forward {100 * c.shares['teacher_forward']:.1f}%, student forward + backward "
             f"{100 * (c.shares['student_forward'] + c.shares['student_backward']):.1f}%, "
             f"Seg {100 * term_share['seg']:.1f}%. Instrumented step {c.instrumented_s:.3f} s vs the bundle's "
