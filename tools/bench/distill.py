@@ -55,6 +55,7 @@ from custom_losses import DISTILLATION_TERMS, DistillationLoss
 from custom_nets import NETWORKS, feature_channels
 from tools.bundles import BUNDLES_DIR
 from tools.engines import DistillationModel, DistillationTrainer
+from tools.study.plan import OBJECTIVES
 
 __all__ = [
     "PROFILES",
@@ -84,12 +85,9 @@ PROFILES: Dict[str, Dict[str, float]] = {
     "cpu": {"size": 96, "batch": 16, "student_width": 1.0, "teacher_width": 0.25},
 }
 
-OBJECTIVE_CONFIGS: Dict[str, Tuple[str, ...]] = {
-    "default": (),
-    "paper_literal": ("distill_paper_literal.yaml",),
-    "emkd": ("distill_emkd.yaml",),
-}
-"""Objective -> the configs merged after the student bundles' train.yaml and distill.yaml."""
+OBJECTIVE_CONFIGS: Dict[str, Tuple[str, ...]] = OBJECTIVES
+"""Objective -> the configs merged after the student bundles' train.yaml and distill.yaml (the study's
+:data:`tools.study.plan.OBJECTIVES`, the one map of objective names to configs)."""
 OBJECTIVE_KEYS = (
     "kernel_pairs", "kernel_reduction", "affinity_balance", "affinity_stride", "kd_temperature", "emkd_exponent",
     "emkd_pairs",

@@ -31,7 +31,7 @@ from monai.bundle import ConfigParser
 from custom_losses import DISTILLATION_TERMS
 from tools.bundles import BUNDLES_DIR
 
-from .plan import Run
+from .plan import DEFAULT_OBJECTIVE, OBJECTIVES, Run
 
 __all__ = [
     "PROFILES",
@@ -174,6 +174,7 @@ def _config_paths(run: Run, settings: Settings, stage: str) -> List[Path]:
     files = [configs / "train.yaml"]
     if stage == "train" and run.teacher:
         files.append(configs / "distill.yaml")
+        files += [configs / name for name in OBJECTIVES[run.objective]]
     if PROFILES[settings.profile]:
         files.append(configs / PROFILES[settings.profile])
     if stage == "evaluate":
@@ -193,22 +194,26 @@ def _is_terms_override(key: str) -> bool:
 
 
 def distill_terms(run: Run, settings: Settings) -> Dict[str, float]:
-    """The ``--distill_terms`` of a distillation run: the run's terms (:attr:`Run.terms`, Table 4's modules) at the
-    weights of its merged configs (``distill.yaml``, the profile, then the study's ``distill_terms`` overrides).
+    """The ``--distill_terms`` of a distillation run: the run's terms at the weights of its merged configs
+    (``distill.yaml``, the objective's config, the profile, then the study's ``distill_terms`` overrides).
+
+    The run's terms are Table 4's modules (:attr:`Run.terms`) for the default objective, and for another objective
+    the terms its config sets (e.g. EMKD's ``kd_logits``, ``emkd_importance``, ``emkd_region_affinity``).
 
     Raises:
         ValueError: a term of the run has no weight in the configs.
     """
     parser = ConfigParser()
     parser.read_config([str(f) for f in _config_paths(run, settings, "train")])
+    terms = run.terms if run.objective == DEFAULT_OBJECTIVE else tuple(parser["distill_terms"])
     for key, value in settings.overrides.items():
         if _is_terms_override(key):
             parser[key] = value
     weights = parser["distill_terms"]
-    missing = [term for term in run.terms if term not in weights]
+    missing = [term for term in terms if term not in weights]
     if missing:
-        raise ValueError(f"run {run.key}: distill_terms {dict(weights)} has no weight for {missing} ({run.combo}).")
-    return {term: weights[term] for term in DISTILLATION_TERMS if term in run.terms}
+        raise ValueError(f"run {run.key}: distill_terms {dict(weights)} has no weight for {missing} ({run.label}).")
+    return {term: weights[term] for term in DISTILLATION_TERMS if term in terms}
 
 
 def _common_args(run: Run, settings: Settings) -> List[str]:
@@ -221,8 +226,9 @@ def _common_args(run: Run, settings: Settings) -> List[str]:
 
 
 def train_command(run: Run, settings: Settings) -> List[str]:
-    """``python -m monai.bundle run training`` of ``run``: ``train.yaml`` (+ ``distill.yaml`` with the teacher's
-    bundle, its weights from the teacher's run folder and the run's :func:`distill_terms`) + the profile."""
+    """``python -m monai.bundle run training`` of ``run``: ``train.yaml`` (+ ``distill.yaml`` and the objective's
+    config (:data:`tools.study.plan.OBJECTIVES`), with the teacher's bundle, its weights from the teacher's run folder
+    and the run's :func:`distill_terms`) + the profile."""
     command = [settings.python, "-m", "monai.bundle", "run", "training", "--config_file"]
     command += _config_files(run, settings, "train") + _common_args(run, settings) + ["--seed", str(run.seed)]
     if run.teacher:
