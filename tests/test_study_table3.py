@@ -259,3 +259,15 @@ def test_cli_writes_table3_only_when_objectives_ran(tmp_path, monkeypatch):
     assert "## Table 3:" not in readme and "objectives" not in readme and "table3.md" not in readme
     assert not (out / "table3.md").exists() and not (out / "table3.csv").exists()
     assert "## The paper's Table 3 (other methods, as reported; context only, not reproduced)" in readme
+
+
+def test_the_documented_table3_command_plans_60_runs():
+    """docs/distillation.md 9.3's command: 6 sites x 2 seeds x (teacher, w/o, three objectives)."""
+    from tools.study.__main__ import _selection
+
+    docs = (REPO_ROOT / "docs" / "distillation.md").read_text()
+    command = "python -m tools.study run --sites all --seeds 0,1 --objectives default,paper_literal,emkd"
+    assert command + " --out results/cpu_all_sites" in docs
+    plan, sites, teachers, students, objectives = _selection("all", "deeplabv3plus", "enet", "full", "0,1", False,
+                                                             "default,paper_literal,emkd")
+    assert (len(plan), sum(r.objective != "default" for r in plan), objectives) == (60, 24, THREE)
