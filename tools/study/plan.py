@@ -175,7 +175,7 @@ class Run:
 
     @property
     def variant(self) -> str:
-        """``teacher``, ``wo`` (student alone), ``w`` (all three modules, any objective) or ``ablation`` (a subset)."""
+        """``teacher``, ``wo`` (student alone), ``w`` (all modules, any objective) or ``ablation`` (a subset)."""
         if self.is_teacher:
             return "teacher"
         if not self.modules:
@@ -217,7 +217,8 @@ class Run:
     @property
     def terms(self) -> Tuple[str, ...]:
         """The ``distill_terms`` of a default-objective distillation run, e.g. ``("affinity", "logits")`` for AAM+LM;
-        ``()`` otherwise (another objective's terms are those its config sets: :func:`tools.study.runner.distill_terms`)."""
+        ``()`` otherwise (another objective's terms are those its config sets, read by
+        :func:`tools.study.runner.distill_terms`)."""
         if self.objective != DEFAULT_OBJECTIVE:
             return ()
         return tuple(MODULE_TERMS[module] for module in self.modules)
@@ -344,7 +345,8 @@ def resolve_objectives(objectives: Union[str, Sequence[str], None] = DEFAULT_OBJ
         return list(OBJECTIVES)
     unknown = [i for i in items if i not in OBJECTIVES]
     if unknown:
-        raise ValueError(f"unknown objective {unknown[0]!r} in --objectives; expected some of {list(OBJECTIVES)} or 'all'.")
+        raise ValueError(f"unknown objective {unknown[0]!r} in --objectives; expected some of {list(OBJECTIVES)} "
+                         "or 'all'.")
     return _dedup([DEFAULT_OBJECTIVE] + items)
 
 
