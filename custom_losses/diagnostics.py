@@ -3,9 +3,9 @@
 * :func:`flip_rate` - how often 4-neighbours disagree around the predicted foreground (a checkerboard: ~1).
 * :func:`term_gradients` - the gradient each weighted term puts on the student's parameters, and its
   cosine with the segmentation loss's gradient.
-* :class:`DistillationDiagnostics` - an ignite handler that asks :class:`~custom_losses.training.DistillationIteration`
-  for both every ``interval`` iterations; the values land in the trainer's output as ``diag_*`` keys, which
-  :func:`~custom_losses.training.loss_terms` hands to StatsHandler and TensorBoardStatsHandler.
+* :class:`DistillationDiagnostics` - an ignite handler that asks :class:`tools.engines.DistillationTrainer` for
+  both every ``interval`` iterations; the values land in the trainer's output as ``diag_*`` keys, which
+  :func:`tools.engines.loss_terms` hands to StatsHandler and TensorBoardStatsHandler.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def term_gradients(
     detached float32 scalar.
 
     Args:
-        terms: the unweighted terms (e.g. :meth:`DistillationLoss.forward_terms`).
+        terms: the unweighted terms (e.g. Seg and :meth:`DistillationLoss.forward_terms`).
         weights: the weight of each term in the total; names absent here are skipped.
         parameters: the parameters whose gradient is measured (the student's, not the teacher's).
         reference: the term every cosine is taken with.
@@ -113,11 +113,11 @@ class DistillationDiagnostics:
     """Ignite handler: every ``interval`` iterations (the first one included), ask the distillation step for
     its diagnostics.
 
-    On ``ITERATION_STARTED`` it sets ``engine.state.diagnose_distillation``; :class:`~custom_losses.training.
-    DistillationIteration` then adds to its output, before the step's backward, each term's gradient norm on the
-    student and cosine with Seg's gradient (:func:`term_gradients`) and the flip rate of the student's predicted
-    labels on the batch (:func:`flip_rate`), as ``diag_*`` keys. The bundle's StatsHandler and
-    TensorBoardStatsHandler log them through :func:`~custom_losses.training.loss_terms`. A diagnosed iteration
+    On ``ITERATION_STARTED`` it sets ``engine.state.diagnose_distillation``; :class:`tools.engines.DistillationTrainer`
+    then adds to its output, before the step's backward, each term's gradient norm on the student and cosine with
+    Seg's gradient (:func:`term_gradients`) and the flip rate of the student's predicted labels on the batch
+    (:func:`flip_rate`), as ``diag_*`` keys. The bundle's StatsHandler and TensorBoardStatsHandler log them through
+    :func:`tools.engines.loss_terms`. A diagnosed iteration
     costs one extra backward per active term; ``interval=0`` switches the handler off.
 
     Args:

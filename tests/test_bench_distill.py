@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from custom_losses import EMKD_TERMS
 from tools.bench.distill import (
     LOSS_PARTS,
+    OBJECTIVE_CONFIGS,
     PART_NAMES,
     TERMS,
     StepSpec,
@@ -23,6 +25,7 @@ from tools.bench.distill import (
     distill_step_before,
     instrumented_distill_step,
     measure_distillation_cost,
+    objective_options,
     peak_step_memory_mb,
     profile_spec,
     write_distill_tables,
@@ -58,10 +61,12 @@ def _gradients(setup) -> dict:
     return {name: p.grad.clone() for name, p in setup.model.named_parameters() if p.grad is not None}
 
 
-def test_instrumented_step_computes_the_bundle_step():
-    """Cut at the student's outputs, the step gives the gradients of DistillationIteration's joint backward, for the
-    student, the KM adapter and the AA weights alike; learning rate 0 keeps both setups at the same weights."""
-    spec = StepSpec(**TINY, learning_rate=0.0)
+@pytest.mark.parametrize("objective", ["default", "emkd"])
+def test_instrumented_step_computes_the_bundle_step(objective):
+    """Cut at the student's outputs, the step gives the gradients of DistillationTrainer's joint backward, for the
+    student, the KM adapter and the AA weights alike (EMKD: the student alone); learning rate 0 keeps both setups
+    at the same weights."""
+    spec = StepSpec(**TINY, learning_rate=0.0, objective=objective)
     real, cut = build_setup(spec, plain=False), build_setup(spec, plain=False)
     torch.manual_seed(1)  # the same dropout masks in both students
     distill_step(real)
@@ -69,16 +74,36 @@ def test_instrumented_step_computes_the_bundle_step():
     seconds = instrumented_distill_step(cut)
     expected, got = _gradients(real), _gradients(cut)
     assert set(got) == set(expected)
-    assert any(name.startswith("loss.kernel_losses") for name in got) and "loss.affinity_loss.theta" in got
+    declared = tuple(cut.model.loss.weights)
+    if objective == "default":
+        assert declared == ("logits", "kernel", "affinity")
+        assert any(name.startswith("loss.kernel_losses") for name in got) and "loss.affinity_loss.theta" in got
+    else:
+        assert declared == tuple(EMKD_TERMS) and not any(name.startswith("loss.") for name in got)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
     assert set(seconds) == set(PART_NAMES) | {"total"}
     assert all(value >= 0 for value in seconds.values()), seconds
     assert sum(seconds[name] for name in PART_NAMES) == pytest.approx(seconds["total"], rel=1e-9)
-    for term in TERMS:
+    for term in ("seg", *declared):
         assert seconds[f"{term}_forward"] > 0 and seconds[f"{term}_backward"] > 0, term
+    for term in set(TERMS) - {"seg", *declared}:  # terms that are off are never computed
+        assert seconds[f"{term}_forward"] == 0.0, term
     assert seconds["teacher_forward"] > 0 and seconds["student_backward"] > 0
+
+
+def test_objectives_are_the_bundles_configs():
+    """Each objective is read from the student bundles' configs: distill.yaml's default, the paper's text, EMKD."""
+    assert set(OBJECTIVE_CONFIGS) == {"default", "paper_literal", "emkd"}
+    default, literal, emkd = (objective_options(name) for name in ("default", "paper_literal", "emkd"))
+    assert default["terms"] == {"logits": 0.2, "kernel": 0.9, "affinity": 0.09}
+    assert (default["kernel_reduction"], default["affinity_balance"]) == ("mean", "class")
+    assert literal["terms"] == {"logits": 0.2, "kernel": 0.9, "affinity": 0.9}
+    assert (literal["kernel_reduction"], literal["affinity_balance"]) == ("batchmean", "pooled")
+    assert emkd["terms"] == dict(EMKD_TERMS) and emkd["kd_temperature"] == 4
+    with pytest.raises(ValueError, match="unknown objective 'mskd'"):
+        StepSpec(**TINY, objective="mskd")
 
 
 def test_teacher_stays_frozen_and_in_eval_mode():
@@ -120,6 +145,7 @@ def test_the_frozen_teacher_gives_the_unfolded_teachers_step():
     torch.manual_seed(1)
     distill_step_before(setup)
     before = _gradients(setup)
+    assert after
     for name in after:
         torch.testing.assert_close(after[name], before[name], rtol=1e-3, atol=1e-5, msg=name)
 
@@ -144,13 +170,19 @@ def test_profiles_and_spec_checks():
 
 
 def test_write_distill_tables(tmp_path):
-    costs = [measure_distillation_cost(StepSpec(**TINY), profile="tiny", repeats=1, warmup=0, memory=False)]
+    costs = [
+        measure_distillation_cost(StepSpec(**TINY, objective=name), profile="tiny", repeats=1, warmup=0, memory=False)
+        for name in ("default", "emkd")
+    ]
     md_path, csv_path = write_distill_tables(costs, tmp_path, command="cmd", load_average=(1.0, 2.0, 3.0))
     rows = list(csv.DictReader(open(csv_path)))
-    assert len(rows) == 1 and rows[0]["profile"] == "tiny" and rows[0]["load_average_start"] == "1.00 2.00 3.00"
+    assert [(r["profile"], r["objective"]) for r in rows] == [("tiny", "default"), ("tiny", "emkd")]
+    assert rows[0]["load_average_start"] == "1.00 2.00 3.00" and rows[1]["terms"] == " ".join(EMKD_TERMS)
     assert float(rows[0]["ratio"]) == pytest.approx(costs[0].ratio, rel=1e-3)
     text = md_path.read_text()
-    assert "| tiny | 2x1x32x32 |" in text and "1.00 / 2.00 / 3.00" in text and "`cmd`" in text
+    assert "| tiny | default | 2x1x32x32 |" in text and "| tiny | emkd | 2x1x32x32 |" in text
+    assert "| LM+KM+AA |" in text and "| KD+IMD+RAD |" in text and "- tiny, emkd: KD+IMD+RAD take" in text
+    assert "1.00 / 2.00 / 3.00" in text and "`cmd`" in text
     assert "## The frozen teacher: before and after" in text and float(rows[0]["ratio_before"]) > 0
 
 

@@ -30,7 +30,10 @@ def test_every_bundle_file_comes_from_a_template():
         on_disk = sorted(p.name for p in (BUNDLES_DIR / bundle / "configs").iterdir())
         assert sorted(r.path.name for r in rendered if r.bundle == bundle) == on_disk, bundle
     assert {r.path.name for r in rendered if r.bundle.endswith("_teacher")} >= {"train.yaml", "inference.yaml"}
-    assert not any(r.path.name == "distill.yaml" for r in rendered if r.bundle.endswith("_teacher"))
+    assert not any(r.path.name.startswith("distill") for r in rendered if r.bundle.endswith("_teacher"))
+    for bundle in (b for b in bundles if b.endswith("_student")):  # every objective is a config of every student
+        names = {r.path.name for r in rendered if r.bundle == bundle}
+        assert {"distill.yaml", "distill_paper_literal.yaml", "distill_emkd.yaml"} <= names, bundle
 
 
 def test_check_finds_a_drifted_copy_and_sync_repairs_it(tmp_path):

@@ -1,16 +1,17 @@
 """Tests of custom_losses.diagnostics: the flip rate on tiny masks, the per-term gradients against hand-computed
-values, the handler's schedule, and the diagnostics in a distillation step's output."""
+values, the handler's schedule, and the diagnostics in a DistillationTrainer step's output."""
 
 import math
 
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.losses import DiceFocalLoss
 from torch import nn
 
 from custom_losses import DistillationDiagnostics, DistillationLoss, flip_rate, term_gradients
 from custom_losses.diagnostics import DIAGNOSE_FLAG
-from custom_losses.training import DistillationIteration, DistillationModel, loss_terms
+from tools.engines import DistillationModel, DistillationTrainer, loss_terms
 
 
 def test_flip_rate_of_simple_masks():
@@ -88,14 +89,19 @@ def test_distillation_step_reports_diagnostics_when_asked():
     model = DistillationModel(student, loss)
     image = torch.randn(2, 1, 8, 8)
     label = (image > 0).long()
-    engine = Engine(DistillationIteration(teacher))
-    engine.network, engine.optimizer = model, torch.optim.SGD(model.parameters(), lr=0.0)
-    engine.prepare_batch = lambda batch, device, non_blocking: (batch["image"], batch["label"])
-    engine.state.device, engine.non_blocking = None, False
+    engine = DistillationTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[{"image": image, "label": label}] * 3,
+        network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        loss_function=DiceFocalLoss(softmax=True, to_onehot_y=True),
+        teacher=teacher,
+    )
     DistillationDiagnostics(interval=2).attach(engine)
     outputs = []
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(loss_terms(e.state.output)))
-    engine.run([{"image": image, "label": label}] * 3, max_epochs=1)
+    engine.run()
     diagnosed = {k for k in outputs[0] if k.startswith("diag_")}
     assert diagnosed == {
         "diag_flip_rate",

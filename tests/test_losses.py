@@ -9,9 +9,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 from monai.bundle import ConfigParser
-from monai.losses import DiceFocalLoss
 
-from custom_losses import AdaptiveAffinityLoss, DistillationLoss, KernelMatrixLoss, LogitsKLLoss
+from custom_losses import (
+    DISTILLATION_TERMS,
+    PAPER_TERMS,
+    AdaptiveAffinityLoss,
+    DistillationLoss,
+    KernelMatrixLoss,
+    LogitsKLLoss,
+)
 
 # ---------------------------------------------------------------------------------------------
 # references written as explicit loops over pixels / pixel pairs / samples, on python floats
@@ -428,7 +434,7 @@ def test_kernel_shape_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# DistillationLoss (eq. 8)
+# DistillationLoss (the weighted distillation terms of eq. 8; Seg is the trainer's, tests/test_engines.py)
 
 
 def make_batch(seed=16, batch=2, classes=2, size=8):
@@ -443,35 +449,36 @@ def make_batch(seed=16, batch=2, classes=2, size=8):
         "low": torch.randn(batch, 5, size // 2, size // 2, generator=generator, requires_grad=True),
         "high": torch.randn(batch, 6, size // 8, size // 8, generator=generator, requires_grad=True),
     }
-    label = torch.randint(0, classes, (batch, 1, size, size), generator=generator)
-    return student_logits, student_features, teacher_logits, teacher_features, label
+    return student_logits, student_features, teacher_logits, teacher_features
 
 
 CHANNELS = {"student_channels": {"low": 3, "high": 4}, "teacher_channels": {"low": 5, "high": 6}}
 
 
-def test_distillation_total_is_eq_8():
+def test_distillation_total_is_the_weighted_sum_of_the_terms():
     batch = make_batch()
-    student_logits, student_features, teacher_logits, teacher_features, label = batch
-    loss_fn = DistillationLoss(**CHANNELS)
+    student_logits, student_features, teacher_logits, teacher_features = batch
+    loss_fn = DistillationLoss(**CHANNELS)  # the paper's weights
+    assert loss_fn.weights == dict(PAPER_TERMS) == {"logits": 0.2, "kernel": 0.9, "affinity": 0.9}
     terms = loss_fn.forward_terms(*batch)
-    assert set(terms) == {"seg", "logits", "kernel", "affinity", "total"}
+    assert set(terms) == {*DISTILLATION_TERMS, "total"}
     kernel = loss_fn.kernel_losses["high__high"]
     expected = {
-        "seg": DiceFocalLoss(softmax=True, to_onehot_y=True)(student_logits, label),
         "logits": LogitsKLLoss()(student_logits, teacher_logits),
         "kernel": kernel(student_features["high"], teacher_features["high"]),
         "affinity": AdaptiveAffinityLoss(adaptive=False)(student_logits, teacher_logits),  # theta = 0: uniform
     }
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-6), name
-    total = expected["seg"] + 0.2 * expected["logits"] + 0.9 * expected["kernel"] + 0.9 * expected["affinity"]
+    total = 0.2 * expected["logits"] + 0.9 * expected["kernel"] + 0.9 * expected["affinity"]
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-6)
     assert loss_fn(*batch).item() == pytest.approx(total.item(), rel=1e-6)
+    weighted = DistillationLoss(terms={"affinity": 0.5, "logits": 2.0}).forward_terms(*batch)
+    assert weighted["total"].item() == pytest.approx((2.0 * expected["logits"] + 0.5 * expected["affinity"]).item())
 
 
 def test_distillation_trains_student_adapters_and_theta_never_the_teacher():
-    student_logits, student_features, teacher_logits, teacher_features, label = make_batch()
+    student_logits, student_features, teacher_logits, teacher_features = make_batch()
     loss_fn = DistillationLoss(kernel_pairs=[("low", "low"), ("high", "high")], **CHANNELS)
     names = {name for name, _ in loss_fn.named_parameters()}
     assert names == {
@@ -481,7 +488,7 @@ def test_distillation_trains_student_adapters_and_theta_never_the_teacher():
         "kernel_losses.high__high.adapter.weight",
         "kernel_losses.high__high.adapter.bias",
     }
-    loss_fn(student_logits, student_features, teacher_logits, teacher_features, label).backward()
+    loss_fn(student_logits, student_features, teacher_logits, teacher_features).backward()
     assert student_logits.grad.abs().sum() > 0
     assert all(f.grad.abs().sum() > 0 for f in student_features.values())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss_fn.parameters())
@@ -490,46 +497,52 @@ def test_distillation_trains_student_adapters_and_theta_never_the_teacher():
 
 def test_distillation_kernel_pairs_are_averaged():
     batch = make_batch()
-    _, student_features, _, teacher_features, _ = batch
+    _, student_features, _, teacher_features = batch
     loss_fn = DistillationLoss(kernel_pairs=[["low", "low"], ["high", "high"]], **CHANNELS)
     low = loss_fn.kernel_losses["low__low"](student_features["low"], teacher_features["low"])
     high = loss_fn.kernel_losses["high__high"](student_features["high"], teacher_features["high"])
     assert loss_fn.forward_terms(*batch)["kernel"].item() == pytest.approx((low + high).item() / 2, rel=1e-6)
 
 
-def test_distillation_switched_off_modules_are_not_built_or_computed():
-    student_logits, student_features, teacher_logits, _, label = make_batch()
-    no_kernel = DistillationLoss(use_kernel=False)
-    assert len(no_kernel.kernel_losses) == 0
-    terms = no_kernel.forward_terms(student_logits, None, teacher_logits, None, label)  # features never read
+def test_distillation_absent_terms_are_not_built_or_computed():
+    student_logits, student_features, teacher_logits, teacher_features = make_batch()
+    no_kernel = DistillationLoss(terms={"logits": 0.2, "affinity": 0.9})
+    assert len(no_kernel.kernel_losses) == 0 and no_kernel.needs_teacher
+    terms = no_kernel.forward_terms(student_logits, None, teacher_logits, None)  # features never read
     assert terms["kernel"].item() == 0.0 and terms["affinity"].item() > 0
-    baseline = DistillationLoss(use_logits=False, use_kernel=False, use_affinity=False)
-    assert list(baseline.parameters()) == []
-    terms = baseline.forward_terms(student_logits, None, None, None, label)  # the "w/o" run: no teacher at all
-    seg = DiceFocalLoss(softmax=True, to_onehot_y=True)(student_logits, label)
-    assert terms["total"].item() == pytest.approx(seg.item(), rel=1e-6)
-    assert terms["logits"].item() == terms["kernel"].item() == terms["affinity"].item() == 0.0
-    only_kernel = DistillationLoss(use_logits=False, use_affinity=False, **CHANNELS)
-    only_kernel.forward_terms(student_logits, student_features, None, make_batch()[3], label)
+    baseline = DistillationLoss(terms={})
+    assert list(baseline.parameters()) == [] and not baseline.needs_teacher
+    terms = baseline.forward_terms(student_logits, None, None, None)  # the "w/o" run: no teacher at all
+    assert terms["total"].item() == terms["logits"].item() == terms["kernel"].item() == terms["affinity"].item() == 0.0
+    only_kernel = DistillationLoss(terms={"kernel": 0.9}, **CHANNELS)
+    assert only_kernel.logits_loss is None and only_kernel.affinity_loss is None
+    only_kernel.forward_terms(student_logits, student_features, None, teacher_features)
+    monitored = DistillationLoss(terms={"affinity": 0})  # weight 0: computed and reported, does not train
+    terms = monitored.forward_terms(student_logits, None, teacher_logits, None)
+    assert terms["affinity"].item() > 0 and terms["total"].item() == 0.0
 
 
 def test_distillation_configuration_errors():
+    with pytest.raises(ValueError, match=r"unknown distillation term 'seg' in terms; expected some of \['logits', "):
+        DistillationLoss(terms={"seg": 1.0})
+    with pytest.raises(ValueError, match=r"terms\['kernel'\] must be >= 0, got -1.0"):
+        DistillationLoss(terms={"kernel": -1.0}, **CHANNELS)
+    with pytest.raises(ValueError, match=r"terms\['logits'\] must be a number, got 'high'"):
+        DistillationLoss(terms={"logits": "high"})
+    with pytest.raises(TypeError, match="terms must be a mapping"):
+        DistillationLoss(terms=["logits", "kernel"])
     with pytest.raises(ValueError, match=r"student_channels has no entry for feature key 'high'"):
         DistillationLoss(student_channels={"low": 3}, teacher_channels={"high": 6})
     with pytest.raises(ValueError, match="kernel pair"):
         DistillationLoss(kernel_pairs=["high"], **CHANNELS)
-    with pytest.raises(ValueError, match="lambda_kernel"):
-        DistillationLoss(lambda_kernel=-1.0, **CHANNELS)
-    student_logits, student_features, teacher_logits, teacher_features, label = make_batch()
+    student_logits, student_features, teacher_logits, teacher_features = make_batch()
     loss_fn = DistillationLoss(**CHANNELS)
     with pytest.raises(ValueError, match=r"teacher_features has no feature 'high'"):
-        loss_fn(student_logits, student_features, teacher_logits, {"low": teacher_features["low"]}, label)
-    with pytest.raises(ValueError, match=r"label must have shape .*\(2, 1, 4, 4\)"):
-        loss_fn(student_logits, student_features, teacher_logits, teacher_features, label[:, :, :4, :4])
+        loss_fn(student_logits, student_features, teacher_logits, {"low": teacher_features["low"]})
     with pytest.raises(ValueError, match="class counts differ"):
-        loss_fn(student_logits, student_features, teacher_logits[:, :1], teacher_features, label)
+        loss_fn(student_logits, student_features, teacher_logits[:, :1], teacher_features)
     with pytest.raises(ValueError, match="teacher_logits is None"):
-        loss_fn(student_logits, student_features, None, teacher_features, label)
+        loss_fn(student_logits, student_features, None, teacher_features)
 
 
 def test_distillation_from_bundle_yaml():
@@ -538,9 +551,7 @@ def test_distillation_from_bundle_yaml():
             """
             loss:
               _target_: custom_losses.DistillationLoss
-              lambda_logits: 0.2
-              lambda_kernel: 0.9
-              lambda_affinity: 0.9
+              terms: {logits: 0.2, kernel: 0.9, affinity: 0.9}
               kernel_pairs: [[low, low], [high, high]]
               student_channels: {low: 3, high: 4}
               teacher_channels: {low: 5, high: 6}
@@ -551,17 +562,18 @@ def test_distillation_from_bundle_yaml():
     parser = ConfigParser(config)
     loss_fn = parser.get_parsed_content("loss")
     assert isinstance(loss_fn, DistillationLoss)
+    assert loss_fn.weights == {"logits": 0.2, "kernel": 0.9, "affinity": 0.9}
     assert loss_fn.kernel_pairs == (("low", "low"), ("high", "high"))
     assert loss_fn.affinity_loss.sizes == (1, 2)
     assert torch.isfinite(loss_fn(*make_batch()))
 
 
 def test_distillation_finite_for_half_precision_inputs():
-    student_logits, student_features, teacher_logits, teacher_features, label = make_batch()
+    student_logits, student_features, teacher_logits, teacher_features = make_batch()
     half = {k: v.detach().half() for k, v in student_features.items()}
     teacher_half = {k: v.detach().bfloat16() for k, v in teacher_features.items()}
     terms = DistillationLoss(**CHANNELS).forward_terms(
-        student_logits.detach().half(), half, teacher_logits.detach().bfloat16(), teacher_half, label
+        student_logits.detach().half(), half, teacher_logits.detach().bfloat16(), teacher_half
     )
     assert all(torch.isfinite(value) for value in terms.values())
 
@@ -675,6 +687,6 @@ def test_distillation_passes_the_new_options_and_weights():
     loss_fn = DistillationLoss(kernel_reduction="mean", affinity_balance="class", affinity_stride=2, **CHANNELS)
     assert loss_fn.kernel_losses["high__high"].reduction == "mean"
     assert loss_fn.affinity_loss.balance == "class" and loss_fn.affinity_loss.stride == 2
-    assert loss_fn.term_weights() == {"seg": 1.0, "logits": 0.2, "kernel": 0.9, "affinity": 0.9}
-    assert DistillationLoss(use_kernel=False, use_logits=False).term_weights() == {"seg": 1.0, "affinity": 0.9}
+    assert loss_fn.weights == {"logits": 0.2, "kernel": 0.9, "affinity": 0.9}
+    assert DistillationLoss(terms={"affinity": 0.09, "logits": 0.2}).weights == {"logits": 0.2, "affinity": 0.09}
     assert torch.isfinite(loss_fn(*make_batch()))

@@ -16,8 +16,10 @@ from tools.data.realism import (
     nearest_case,
     physical_extent,
     radial_power_spectrum,
+    sector_contrasts,
     realism_report,
     spectral_slope,
+    wall_profile,
     wasserstein_quantiles,
     zscore,
 )
@@ -188,7 +190,8 @@ def test_report_and_cli(real_case_dir, tiny_collection, tmp_path):
                             tiny_collection, tmp_path / "r.md", tmp_path / "r.png")
     text = (tmp_path / "r.md").read_text()
     header = next(line for line in text.splitlines() if line.startswith("| quantity"))
-    assert header.split("|")[2:-1] == [" real case ", " RUNMC ", " BMC ", " HCRUDB ", " UCL ", " BIDMC ", " HK "]
+    assert header.split("|")[2:-1] == [" real case ", " RUNMC ", " BMC ", " HCRUDB ", " UCL ", " BIDMC ", " HK ",
+                                       " all simulated cases (min - max) "]
     assert result["nearest"].split("/")[0] in ("RUNMC", "BMC", "HCRUDB", "UCL", "BIDMC", "HK")
     assert (tmp_path / "r.png").stat().st_size > 10_000
     ok = run_cli("realism", "--root", tiny_collection, "--real", real_case_dir / "Case00.nii.gz",
@@ -233,3 +236,45 @@ def test_nearest_case_skips_missing_features():
     real = _stats(a=0.0, b=0.0)
     sims = [_stats(a=5.0, b=0.0), _stats(a=0.0, b=float("nan")), _stats(a=1.0, b=1.0)]
     assert nearest_case(real, sims, features=("a", "b")) == 1
+
+
+def _box_phantom():
+    """A 10x10x4-voxel gland (value 5) at 1 x 1 x 5 mm in a 60 x 60 x 14 volume with known surroundings:
+    anterior (y in front of the gland) 1, lateral (beside it) 2, below-apex slices 3, above-base slices 4."""
+    spacing = (1.0, 1.0, 5.0)
+    volume = np.zeros((60, 60, 14))
+    mask = np.zeros(volume.shape, bool)
+    mask[25:35, 25:35, 5:9] = True  # centre x 29.5, y 29.5; slices 5..8
+    volume[:, :25, :] = 1.0  # anterior half-plane (y < gland)
+    volume[:22, 25:35, :] = 2.0  # beside the gland, both sides
+    volume[38:, 25:35, :] = 2.0
+    volume[:, :, :3] = 3.0  # slices 0-2: 10-25 mm below slice 5
+    volume[:, :, 11:] = 4.0  # slices 11-13: 15-25 mm above slice 8
+    volume[mask] = 5.0
+    return volume, mask, spacing
+
+
+def test_sector_contrasts_of_a_box_phantom():
+    volume, mask, spacing = _box_phantom()
+    out = sector_contrasts(volume, mask, spacing)
+    assert out["anterior_contrast"] == pytest.approx(1.0 - 5.0)
+    assert out["lateral_contrast"] == pytest.approx(2.0 - 5.0)
+    # 10-20 mm below slice 5 at 5 mm: slices 3 (10 mm, value 0) and 1 (20 mm, value 3), slice 2 (15 mm, value 3)
+    assert out["below_apex_contrast"] == pytest.approx(3.0 - 5.0)
+    assert out["above_base_contrast"] == pytest.approx(np.median([0.0] * 100 + [4.0] * 200) - 5.0)
+    short = volume[:, :, 4:10], mask[:, :, 4:10]  # no slice 10-20 mm away on either side
+    out = sector_contrasts(*short, spacing)
+    assert np.isnan(out["below_apex_contrast"]) and np.isnan(out["above_base_contrast"])
+
+
+def test_wall_profile_reads_offsets_from_the_posterior_border():
+    spacing = (1.0, 0.5, 3.0)
+    volume = np.zeros((40, 80, 5))
+    mask = np.zeros(volume.shape, bool)
+    mask[15:25, 20:50, 1:4] = True  # posterior border at y index 49
+    y_mm = np.arange(80) * 0.5
+    volume[:] = y_mm[None, :, None]  # value = y in mm
+    profile = wall_profile(volume, mask, spacing, offsets_mm=(-3.0, 0.0, 6.0, 40.0))
+    border = 49 * 0.5
+    assert profile[:3] == pytest.approx([border + 3.0, border, border - 6.0])
+    assert np.isnan(profile[3])  # 40 mm into the gland is outside the volume

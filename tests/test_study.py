@@ -8,6 +8,7 @@ tools.study run``; it is marked slow (about a minute on the shared 2-core machin
 
 from __future__ import annotations
 
+import ast
 import csv
 import os
 import subprocess
@@ -24,7 +25,7 @@ from tools.study import plan as study_plan
 from tools.study import runner as study_runner
 from tools.study.__main__ import run as cli_run
 from tools.study.figures import label_file_of, largest_slice, plot_dice_by_site, plot_overlays
-from tools.study.plan import ABLATION_GRID, MODULE_SWITCHES, STUDENTS, TEACHERS, Run, make_plan
+from tools.study.plan import ABLATION_GRID, MODULE_TERMS, STUDENTS, TEACHERS, Run, make_plan
 from tools.study.runner import Settings, evaluate_command, execute, parse_overrides, run_dir, train_command
 from tools.study.tables import (
     PAPER_TABLE2,
@@ -112,7 +113,7 @@ def test_default_plan_is_teacher_then_student_without_and_with():
     ]
     assert [r.variant for r in plan] == ["teacher", "wo", "w"]
     assert [r.depends_on for r in plan] == [None, None, plan[0].key]
-    assert plan[2].switches == {"distill_logits": True, "distill_affinity": True, "distill_kernel": True}
+    assert plan[2].terms == ("affinity", "kernel", "logits") and plan[1].terms == ()
 
 
 def test_full_grid_counts_and_dependency_order():
@@ -130,17 +131,17 @@ def test_full_grid_counts_and_dependency_order():
     assert len(teacher_runs) == 6 * 2 * 2  # each teacher once per (site, seed), shared by the three students
 
 
-def test_ablation_grid_maps_to_distill_switches():
+def test_ablation_grid_maps_to_distill_terms():
     plan = make_plan(["HK"], [0], ["unetpp", "deeplabv3plus"], ["espnet", "enet"], study_plan.resolve_modules("ablation"))
     ablation = [r for r in plan if r.variant == "ablation"]
     assert len(ablation) == 6  # "none" is the w/o run and "all" the w/ run, both already in Table 2
     assert {r.network for r in ablation} == {"espnet"} and {r.teacher for r in ablation} == {"unetpp"}
     expected = {
-        "LM": (True, False, False), "AAM": (False, True, False), "KMM": (False, False, True),
-        "KMM+LM": (True, False, True), "AAM+LM": (True, True, False), "AAM+KMM": (False, True, True),
+        "LM": {"logits"}, "AAM": {"affinity"}, "KMM": {"kernel"},
+        "KMM+LM": {"kernel", "logits"}, "AAM+LM": {"affinity", "logits"}, "AAM+KMM": {"affinity", "kernel"},
     }
     for r in ablation:
-        assert (r.switches["distill_logits"], r.switches["distill_affinity"], r.switches["distill_kernel"]) == expected[r.combo]
+        assert set(r.terms) == expected[r.combo], r.combo
     assert {r.combo for r in ablation} == set(expected)
     grid = {label: Run("HK", 0, "espnet", "unetpp" if modules else None, modules) for label, modules in ABLATION_GRID}
     assert grid["none"].variant == "wo" and grid["none"].key in {r.key for r in plan}
@@ -148,11 +149,10 @@ def test_ablation_grid_maps_to_distill_switches():
     assert grid["KMM+LM"].name == "prostate_mri_espnet_student__ablation_unetpp_kmm_lm"
 
 
-def test_switch_names_exist_in_every_students_distill_yaml():
+def test_module_terms_are_declared_in_every_students_distill_yaml():
     for bundle in STUDENTS.values():
         config = yaml.safe_load((REPO_ROOT / "bundles" / bundle / "configs" / "distill.yaml").read_text())
-        for switch in MODULE_SWITCHES.values():
-            assert config[switch] is True, (bundle, switch)
+        assert set(MODULE_TERMS.values()) == set(config["distill_terms"]), bundle
 
 
 def test_argument_parsing_and_errors():
@@ -197,7 +197,13 @@ def test_commands_use_the_bundles_configs_and_the_run_folders(tmp_path):
     assert config_list(command) == ["train.yaml", "distill.yaml", "profile_cpu.yaml"]
     assert arg(command, "teacher_ckpt") == str(run_dir(teacher, settings.out_dir) / "models" / "model.pt")
     assert arg(command, "teacher_bundle") == str(REPO_ROOT / "bundles" / "prostate_mri_unetpp_teacher")
-    assert (arg(command, "distill_logits"), arg(command, "distill_affinity"), arg(command, "distill_kernel")) == ("True", "True", "False")
+    assert ast.literal_eval(arg(command, "distill_terms")) == {"logits": 0.2, "affinity": 0.09}  # distill.yaml's weights
+    default = {"logits": 0.2, "kernel": 0.9, "affinity": 0.09}
+    assert ast.literal_eval(arg(train_command(w, settings), "distill_terms")) == default
+    paper_weights = settings_for(tmp_path, overrides={"distill_terms": {"logits": 0.2, "kernel": 0.9, "affinity": 0.9}})
+    command = train_command(ablation, paper_weights)  # the study's own weights, still only the run's terms
+    assert ast.literal_eval(arg(command, "distill_terms")) == {"logits": 0.2, "affinity": 0.9}
+    assert command.count("--distill_terms") == 1
 
     command = evaluate_command(w, settings)
     assert command[4] == "evaluating"

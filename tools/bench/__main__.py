@@ -2,19 +2,22 @@
 
 * ``python -m tools.bench models [--size 384] [--width 1.0] [--repeats 10] [--threads N] [--out-dir results]
   [--emkd-dir DIR] [--speed/--nospeed] [--speed-threads 1,2] [--speed-repeats 10] [--int8/--noint8]
-  [--inference/--noinference] [--inference-repeats 5] [--inference-networks ...] [--inference-weights ...]``: Table 1 (parameters, GMACs, latency per slice); then,
-  unless ``--nospeed``, the students per slice through the shipped ONNX path against PyTorch eager and, with
-  ``--emkd-dir`` (a checkout of EagleMIT/EMKD), EMKD's code (tools/bench/speed.py; ``speed.csv``); then, unless
-  ``--noinference``, the ``inference`` benchmark below. Both summaries are appended to ``models.md``.
+  [--inference/--noinference] [--inference-repeats 5] [--inference-networks ...] [--inference-weights ...]``:
+  Table 1 (parameters, GMACs, latency per slice); then, unless ``--nospeed``, the students per slice through the
+  shipped ONNX path against PyTorch eager and, with ``--emkd-dir`` (a checkout of EagleMIT/EMKD), EMKD's code
+  (tools/bench/speed.py; ``speed.csv``); then, unless ``--noinference``, the ``inference`` benchmark below. Both
+  summaries are appended to ``models.md``.
 * ``python -m tools.bench inference [--networks ENet:onnx,ENet,DeepLabV3Plus] [--size 384] [--slices 30]
   [--repeats 5] [--threads N] [--teacher-width W] [--weights ENet=model.pt] [--out-dir results]
   [--nomodels-section]``: one simulated volume through each network's bundle inference.yaml (``:onnx``:
-  inference_onnx.yaml merged over it), file to mask, with the stage breakdown; writes ``inference.md``/``.csv``
-  and the summary section of ``models.md``.
-* ``python -m tools.bench distill [--profile paper,cpu] [--size S] [--batch B] [--student ENet]
-  [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N] [--threads T] [--device cpu]
-  [--before/--nobefore]``: the cost of a distillation step against a plain student step, and (``--before``) the
-  step with the teacher as it was before ``custom_nets.freeze_teacher``; writes ``distill_cost.md``/``.csv``.
+  inference_onnx.yaml merged over it; ``@cpu``: profile_cpu.yaml too), file to mask, with the stage breakdown;
+  writes ``inference.md``/``.csv`` and the summary section of ``models.md``.
+* ``python -m tools.bench distill [--profile paper,cpu] [--objectives default,paper_literal,emkd] [--size S]
+  [--batch B] [--student ENet] [--teacher DeepLabV3Plus] [--student-width W] [--teacher-width W] [--repeats N]
+  [--threads T] [--device cpu] [--before/--nobefore]``: the cost of a distillation step of each objective (the
+  bundles' default, ``paper_literal``, Table 3's ``emkd``) against a plain student step, and (``--before``, first
+  objective) the step with the teacher as it was before ``custom_nets.freeze_teacher``; writes
+  ``distill_cost.md``/``.csv``.
 * ``python -m tools.bench quantization --bundle B --weights model.pt [--dataset-dir DIR] [--target-site BIDMC]
   [--profile profile_cpu] [--calibration-slices 64] [--work-dir results/quantization] [--out-dir results]``: the
   unseen-site Dice of a trained student in PyTorch, ONNX float32 and ONNX int8 (tools/bench/quantization.py); repeat
@@ -154,6 +157,7 @@ def models(size: int = 384, width: float = 1.0, repeats: int = 10, threads: int 
 
 def distill(
     profile: str = "paper,cpu",
+    objectives: str = "default,paper_literal,emkd",
     size: int | None = None,
     batch: int | None = None,
     student: str = "ENet",
@@ -169,9 +173,11 @@ def distill(
     out_dir: str = "results",
 ) -> None:
     """The cost of a distillation step at each profile (``paper``: 384x384, batch 16, teacher width 1.0; ``cpu``:
-    96x96, batch 16, teacher width 0.25), one after the other; ``--size`` etc. override every profile's value.
-    ``repeats`` defaults to 3 at the paper's size and 10 at the CPU profile. With ``before`` (default), the step with
-    the teacher unfolded (as before ``custom_nets.freeze_teacher``) is timed in the same rounds."""
+    96x96, batch 16, teacher width 0.25) for each objective (``tools.bench.distill.OBJECTIVE_CONFIGS``), one after the
+    other; ``--size`` etc. override every profile's value. ``repeats`` defaults to 3 at the paper's size and 10 at
+    the CPU profile. With ``before`` (default), the step with the teacher unfolded (as
+    before ``custom_nets.freeze_teacher``) is timed in the same rounds, for the first objective only (the teacher's
+    cost does not depend on the objective)."""
     import torch
 
     from .distill import measure_distillation_cost, profile_spec, write_distill_tables
@@ -181,20 +187,24 @@ def distill(
         torch.set_num_threads(int(threads))
     costs = []
     for name in _names(profile):
-        spec = profile_spec(
-            name, size=size, batch=batch, student=student, teacher=teacher, student_width=student_width,
-            teacher_width=teacher_width, device=device,
-        )
-        n = repeats if repeats is not None else (3 if name == "paper" else 10)
-        _print(f"[{name}] {spec.batch}x1x{spec.size}x{spec.size}, {spec.student} ({spec.student_width:g}) <- "
-               f"{spec.teacher} ({spec.teacher_width:g}), {n} repeats + {warmup} warm-up, {torch.get_num_threads()} thread(s)")
-        cost = measure_distillation_cost(
-            spec, profile=name, repeats=n, warmup=warmup, memory=memory, threads=threads,
-            progress=lambda message, name=name: _print(f"[{name}] {message}"), before=before,
-        )
-        _print(f"[{name}] ratio {cost.ratio:.2f}x" + (f" (unfolded teacher {cost.ratio_before:.2f}x)" if before else "")
-               + f", LM+KM+AA {100 * cost.loss_share:.1f}% of the step")
-        costs.append(cost)
+        for objective in _names(objectives):
+            spec = profile_spec(
+                name, size=size, batch=batch, student=student, teacher=teacher, student_width=student_width,
+                teacher_width=teacher_width, device=device, objective=objective,
+            )
+            n = repeats if repeats is not None else (3 if name == "paper" else 10)
+            tag = f"[{name}, {objective}]"
+            _print(f"{tag} {spec.batch}x1x{spec.size}x{spec.size}, {spec.student} ({spec.student_width:g}) <- "
+                   f"{spec.teacher} ({spec.teacher_width:g}), {n} repeats + {warmup} warm-up, "
+                   f"{torch.get_num_threads()} thread(s)")
+            first = before and objective == _names(objectives)[0]
+            cost = measure_distillation_cost(
+                spec, profile=name, repeats=n, warmup=warmup, memory=memory, threads=threads,
+                progress=lambda message, tag=tag: _print(f"{tag} {message}"), before=first,
+            )
+            _print(f"{tag} ratio {cost.ratio:.2f}x" + (f" (unfolded teacher {cost.ratio_before:.2f}x)" if first else "")
+                   + f", its losses {100 * cost.loss_share:.1f}% of the step")
+            costs.append(cost)
     md_path, csv_path = write_distill_tables(
         costs, out_dir, command=_command(), load_average=load_average, load_average_end=os.getloadavg()
     )

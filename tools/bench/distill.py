@@ -1,24 +1,27 @@
-"""The cost of distillation: one training step of eq. 8 against a plain student step.
+"""The cost of distillation: one training step of each objective against a plain student step.
 
-``python -m tools.bench distill`` writes ``results/distill_cost.md`` and ``results/distill_cost.csv``.
+``python -m tools.bench distill`` writes ``results/distill_cost.md`` and ``results/distill_cost.csv``. An objective
+(:data:`OBJECTIVE_CONFIGS`: the bundles' default, ``paper_literal``, Table 3's ``emkd``) is the student bundles'
+distill.yaml with its override merged after it; its terms and options are read from those configs.
 
 Three steps are timed, interleaved, on one student initialisation and one batch (``image`` ``(B, 1, S, S)``
 z-scored noise, ``label`` a centred disk), after ``warmup`` untimed rounds:
 
 * **plain**: what ``SupervisedTrainer`` does with train.yaml: ``zero_grad`` -> ``student(image)`` ->
   ``DiceFocalLoss(softmax=True, to_onehot_y=True)`` -> ``backward`` -> ``Adam.step``;
-* **distill**: the bundle's own :class:`custom_losses.training.DistillationIteration` on a
-  :class:`~custom_losses.training.DistillationModel` (student + :class:`~custom_losses.DistillationLoss` with
-  distill.yaml's defaults) with the teacher as ``tools.bundles.load_teacher`` gives it
-  (:func:`custom_nets.freeze_teacher`: eval mode, BatchNorm folded, channels-last, no autograd graph): the
-  teacher's ``forward_features``, the student's ``forward_features``, the terms of eq. 8, ``backward`` of the
-  total, ``Adam.step`` over student, KM adapter and AA weights;
+* **distill**: one iteration of the bundle's own :class:`tools.engines.DistillationTrainer` on a
+  :class:`~tools.engines.DistillationModel` (student + :class:`~custom_losses.DistillationLoss` with
+  the objective's terms; Seg is the trainer's ``DiceFocalLoss``, train.yaml's ``loss``; no decollation, like the
+  plain step) with the teacher as ``tools.bundles.load_teacher`` gives it (:func:`custom_nets.freeze_teacher`:
+  eval mode, BatchNorm folded, channels-last, no autograd graph): the teacher's ``forward_features``, the student's
+  ``forward_features``, the objective's terms, ``backward`` of the total, ``Adam.step`` over student and the loss's
+  parameters (KM adapter and AA weights; EMKD's terms have none);
 * **distill, unfolded teacher** (with ``before``): the same step with the teacher as it was before
   ``freeze_teacher``: the same weights in eval mode under ``no_grad``, BatchNorm unfolded, contiguous layout;
 * **instrumented**: the same distillation step cut at the student's outputs so that each part is timed with
-  ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on
-  ``seg_loss``, ``logits_loss``, ``kernel_losses``, ``affinity_loss``; "loss glue" is the rest of
-  ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
+  ``perf_counter``: teacher forward; student forward; the forward of each loss module (forward hooks on the
+  trainer's ``loss_function`` (Seg) and each term's module of the loss, :data:`TERM_MODULES`; "loss glue" is the
+  rest of ``forward_terms``: checks and the weighted sum); the backward of each weighted term, run separately from
   *detached copies* of the student's logits and features (the terms' graphs are disjoint beyond those
   leaves, so the separate passes do the work of the joint one); the student's backward from the gradients
   gathered on the leaves; the optimizer step. The parts partition the step, so the shares sum to 1.
@@ -43,22 +46,27 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from monai.engines.utils import default_prepare_batch
 from monai.losses import DiceFocalLoss
 from torch import nn
 
-from custom_losses import DistillationLoss
-from custom_losses.training import DistillationIteration, DistillationModel
+from monai.bundle import ConfigParser
+
+from custom_losses import DISTILLATION_TERMS, DistillationLoss
 from custom_nets import NETWORKS, feature_channels, freeze_teacher
+from tools.bundles import BUNDLES_DIR
+from tools.engines import DistillationModel, DistillationTrainer
+from tools.study.plan import OBJECTIVES
 
 __all__ = [
     "PROFILES",
+    "OBJECTIVE_CONFIGS",
     "PART_NAMES",
     "LOSS_PARTS",
+    "TERMS",
+    "objective_options",
     "StepSpec",
     "StepSetup",
     "DistillCost",
@@ -81,27 +89,43 @@ PROFILES: Dict[str, Dict[str, float]] = {
     "cpu": {"size": 96, "batch": 16, "student_width": 1.0, "teacher_width": 0.25},
 }
 
-# the parts of the instrumented step, in order; they partition its wall time
+OBJECTIVE_CONFIGS: Dict[str, Tuple[str, ...]] = OBJECTIVES
+"""Objective -> the configs merged after the student bundles' train.yaml and distill.yaml (the study's
+:data:`tools.study.plan.OBJECTIVES`, the one map of objective names to configs)."""
+OBJECTIVE_KEYS = (
+    "kernel_pairs", "kernel_reduction", "affinity_balance", "affinity_stride", "kd_temperature", "emkd_exponent",
+    "emkd_pairs",
+)
+"""The top-level config keys that distill.yaml passes to :class:`~custom_losses.DistillationLoss` (besides the
+terms and the channel counts)."""
+_OBJECTIVE_BUNDLE = "prostate_mri_enet_student"  # the three students' distill configs come from one template
+
+# every term that a step can compute: Seg and the distillation terms
+TERMS = ("seg", *DISTILLATION_TERMS)
+TERM_LABELS = {
+    "seg": "Seg", "logits": "LM", "kernel": "KM", "affinity": "AA", "kd_logits": "KD", "emkd_importance": "IMD",
+    "emkd_region_affinity": "RAD",
+}
+TERM_MODULES = {
+    "logits": "logits_loss", "kernel": "kernel_losses", "affinity": "affinity_loss", "kd_logits": "kd_logits_loss",
+    "emkd_importance": "importance_loss", "emkd_region_affinity": "region_affinity_loss",
+}
+"""Distillation term -> the attribute of :class:`~custom_losses.DistillationLoss` that computes it (``None`` or an
+empty ``ModuleDict`` when the term is off)."""
+# the parts of the instrumented step, in order; they partition its wall time (an undeclared term's parts are ~0)
 PART_NAMES = (
     "teacher_forward",
     "student_forward",
-    "seg_forward",
-    "logits_forward",
-    "kernel_forward",
-    "affinity_forward",
+    *(f"{term}_forward" for term in TERMS),
     "loss_glue",
-    "seg_backward",
-    "logits_backward",
-    "kernel_backward",
-    "affinity_backward",
+    *(f"{term}_backward" for term in TERMS),
     "student_backward",
     "optimizer_step",
     "zero_grad",
 )
-TERMS = ("seg", "logits", "kernel", "affinity")
-# the three distillation losses (LM, KM, AA), forward and backward
-LOSS_PARTS = ("logits_forward", "kernel_forward", "affinity_forward", "logits_backward", "kernel_backward", "affinity_backward")
-LOSS_FORWARD_PARTS = ("logits_forward", "kernel_forward", "affinity_forward")
+# the distillation losses, forward and backward
+LOSS_FORWARD_PARTS = tuple(f"{term}_forward" for term in DISTILLATION_TERMS)
+LOSS_PARTS = LOSS_FORWARD_PARTS + tuple(f"{term}_backward" for term in DISTILLATION_TERMS)
 TARGET_LOSS_SHARE = 0.10
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,8 +143,11 @@ class StepSpec:
     learning_rate: float = 0.01
     device: str = "cpu"
     seed: int = 0
+    objective: str = "default"
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVE_CONFIGS:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {sorted(OBJECTIVE_CONFIGS)}.")
         for name in (self.student, self.teacher):
             if name not in NETWORKS:
                 raise ValueError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}.")
@@ -144,10 +171,9 @@ class StepSetup:
     teacher: Optional[nn.Module]
     model: Optional[DistillationModel]
     distill_optimizer: Optional[torch.optim.Optimizer]
-    iteration: Optional[DistillationIteration]
-    engine: Optional[SimpleNamespace]
+    trainer: Optional[DistillationTrainer]
     teacher_before: Optional[nn.Module] = None
-    iteration_before: Optional[DistillationIteration] = None
+    trainer_before: Optional[DistillationTrainer] = None
 
 
 def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -159,14 +185,24 @@ def _batch(spec: StepSpec, device: torch.device) -> Tuple[torch.Tensor, torch.Te
     return image.to(device), label.to(device)
 
 
+def objective_options(objective: str) -> Dict[str, object]:
+    """The keyword arguments of :class:`~custom_losses.DistillationLoss` for ``objective`` (``terms`` and
+    :data:`OBJECTIVE_KEYS`), read from the student bundles' train.yaml, distill.yaml and the objective's override."""
+    if objective not in OBJECTIVE_CONFIGS:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {sorted(OBJECTIVE_CONFIGS)}.")
+    configs = BUNDLES_DIR / _OBJECTIVE_BUNDLE / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / name) for name in ("train.yaml", "distill.yaml", *OBJECTIVE_CONFIGS[objective])])
+    return {"terms": dict(parser["distill_terms"]), **{key: parser[key] for key in OBJECTIVE_KEYS}}
+
+
 def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True, before: bool = False) -> StepSetup:
     """Networks, losses, optimizers (Adam at ``spec.learning_rate``, as train.yaml) and one batch for ``spec``.
 
     The teacher is built with random weights and frozen as ``tools.bundles.load_teacher`` freezes it
     (:func:`custom_nets.freeze_teacher`); with ``before``, an unfolded copy of it (eval mode, gradients off, as
-    ``DistillationIteration`` keeps it) drives a second :class:`DistillationIteration` on the same student;
-    the distillation loss is distill.yaml's: eq. 8 with KM on ``high -> high``, KM as a per-entry mean and AA
-    class-balanced (docs/distillation.md).
+    ``DistillationTrainer`` keeps it) drives a second :class:`DistillationTrainer` on the same student and optimizer.
+    The distillation loss is the bundles' for ``spec.objective`` (:func:`objective_options`).
     """
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
@@ -178,36 +214,39 @@ def build_setup(spec: StepSpec, plain: bool = True, distill: bool = True, before
     plain_loss = DiceFocalLoss(softmax=True, to_onehot_y=True) if plain else None
     plain_optimizer = torch.optim.Adam(plain_network.parameters(), lr=spec.learning_rate) if plain else None
 
-    teacher = model = distill_optimizer = iteration = engine = teacher_before = iteration_before = None
+    teacher = model = distill_optimizer = trainer = teacher_before = trainer_before = None
     if distill:
         teacher_class, _ = NETWORKS[spec.teacher]
         teacher = teacher_class(in_channels=1, out_channels=2, width=spec.teacher_width).to(device)
         teacher_before = copy.deepcopy(teacher).eval() if before else None
         loss = DistillationLoss(
-            kernel_pairs=[["high", "high"]],
             student_channels=feature_channels(student),
             teacher_channels=feature_channels(teacher),
-            kernel_reduction="mean",  # distill.yaml's departures from the text (docs/distillation.md)
-            affinity_balance="class",
+            **objective_options(spec.objective),
         )
         model = DistillationModel(student, loss).to(device)
         distill_optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
         teacher = freeze_teacher(teacher)  # as tools.bundles.load_teacher
-        iteration = DistillationIteration(teacher)  # eval mode, requires_grad off
-        iteration_before = DistillationIteration(teacher_before) if before else None
-        # the attributes of ignite's engine that DistillationIteration reads
-        engine = SimpleNamespace(
-            network=model,
-            optimizer=distill_optimizer,
-            prepare_batch=default_prepare_batch,
-            non_blocking=False,
-            state=SimpleNamespace(device=device, output=None),
-        )
+
+        def distillation_trainer(frozen: nn.Module) -> DistillationTrainer:
+            return DistillationTrainer(  # puts the teacher in eval mode, requires_grad off
+                device=device,
+                max_epochs=1,
+                train_data_loader=[],
+                network=model,
+                optimizer=distill_optimizer,
+                loss_function=DiceFocalLoss(softmax=True, to_onehot_y=True),
+                teacher=frozen,
+                decollate=False,
+            )
+
+        trainer = distillation_trainer(teacher)
+        trainer_before = distillation_trainer(teacher_before) if before else None
     if plain:
         plain_network.train()
     return StepSetup(
         spec, device, image, label, plain_network, plain_loss, plain_optimizer, teacher, model, distill_optimizer,
-        iteration, engine, teacher_before, iteration_before,
+        trainer, teacher_before, trainer_before,
     )
 
 
@@ -226,13 +265,13 @@ def plain_step(setup: StepSetup) -> None:
 
 
 def distill_step(setup: StepSetup) -> None:
-    """One step of distill.yaml's training: :class:`DistillationIteration` itself."""
-    setup.iteration(setup.engine, {"image": setup.image, "label": setup.label})
+    """One step of distill.yaml's training: :class:`DistillationTrainer`'s own iteration."""
+    setup.trainer._iteration(setup.trainer, {"image": setup.image, "label": setup.label})
 
 
 def distill_step_before(setup: StepSetup) -> None:
     """:func:`distill_step` with the unfolded teacher (``build_setup(..., before=True)``)."""
-    setup.iteration_before(setup.engine, {"image": setup.image, "label": setup.label})
+    setup.trainer_before._iteration(setup.trainer_before, {"image": setup.image, "label": setup.label})
 
 
 class _ForwardTimer:
@@ -267,11 +306,14 @@ class _ForwardTimer:
             handle.remove()
 
 
-def _loss_modules(loss: DistillationLoss) -> Dict[str, List[nn.Module]]:
-    modules: Dict[str, List[nn.Module]] = {"seg": [loss.seg_loss]}
-    modules["logits"] = [loss.logits_loss] if loss.logits_loss is not None else []
-    modules["kernel"] = list(loss.kernel_losses.values())
-    modules["affinity"] = [loss.affinity_loss] if loss.affinity_loss is not None else []
+def _loss_modules(seg_loss: nn.Module, loss: DistillationLoss) -> Dict[str, List[nn.Module]]:
+    modules: Dict[str, List[nn.Module]] = {"seg": [seg_loss]}
+    for term, attribute in TERM_MODULES.items():
+        module = getattr(loss, attribute)
+        if isinstance(module, nn.ModuleDict):
+            modules[term] = list(module.values())
+        else:
+            modules[term] = [module] if module is not None else []
     return modules
 
 
@@ -305,9 +347,11 @@ def instrumented_distill_step(setup: StepSetup) -> Dict[str, float]:
 
     logits_leaf = logits.detach().requires_grad_()
     feature_leaves = {key: value.detach().requires_grad_() for key, value in features.items()}
-    timer = _ForwardTimer(_loss_modules(loss), device)
+    seg_loss = setup.trainer.loss_function
+    timer = _ForwardTimer(_loss_modules(seg_loss, loss), device)
     try:
         terms = loss.forward_terms(logits_leaf, feature_leaves, teacher_logits, teacher_features, setup.label)
+        terms["seg"] = seg_loss(logits_leaf, setup.label).mean()
     finally:
         timer.remove()
     mark("loss_glue")
@@ -315,9 +359,9 @@ def instrumented_distill_step(setup: StepSetup) -> Dict[str, float]:
         seconds[f"{term}_forward"] = timer.seconds[term]
     seconds["loss_glue"] -= sum(timer.seconds.values())
 
-    weights = {"seg": 1.0, "logits": loss.lambda_logits, "kernel": loss.lambda_kernel, "affinity": loss.lambda_affinity}
+    weights = {"seg": 1.0, **loss.weights}
     for term in TERMS:
-        if terms[term].requires_grad:
+        if term in weights and terms[term].requires_grad:
             (weights[term] * terms[term]).backward()
         mark(f"{term}_backward")
     outputs, gradients = [], []
@@ -354,7 +398,7 @@ def measure_step_times(
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
     steps = [("plain", plain_step), ("distill", distill_step), ("instrumented", instrumented_distill_step)]
-    if setup.iteration_before is not None:
+    if setup.trainer_before is not None:
         steps.insert(2, ("distill_before", distill_step_before))
     times: Dict[str, list] = {name: [] for name, _ in steps}
     for index in range(warmup + repeats):
@@ -458,6 +502,8 @@ class DistillCost:
     plain_memory: Dict[str, float] = field(default_factory=dict)
     distill_memory: Dict[str, float] = field(default_factory=dict)
     memory_method: str = ""
+    terms: Tuple[str, ...] = ()
+    """The objective's distillation terms (declared in its ``distill_terms``)."""
     distill_before_s: Optional[float] = None  # the step with the unfolded teacher (measured with ``before``)
 
     @property
@@ -498,6 +544,7 @@ def measure_distillation_cost(
         torch.set_num_threads(int(threads))
     setup = build_setup(spec, before=before)
     times = measure_step_times(setup, repeats=repeats, warmup=warmup, progress=progress)
+    terms = tuple(setup.model.loss.weights)
     del setup
     instrumented = times["instrumented"]
     part_s = {name: statistics.median(r[name] for r in instrumented) for name in PART_NAMES}
@@ -519,6 +566,7 @@ def measure_distillation_cost(
         shares=shares,
         loss_share=loss_share,
         loss_forward_share=loss_forward_share,
+        terms=terms,
         distill_before_s=statistics.median(times["distill_before"]) if "distill_before" in times else None,
     )
     if memory:
@@ -553,10 +601,26 @@ _PART_LABELS = {
     "logits_backward": "LM backward (to the student's outputs)",
     "kernel_backward": "KM backward (adapter + Gram)",
     "affinity_backward": "AA backward (to the student's outputs)",
+    "kd_logits_forward": "KD (T) forward",
+    "emkd_importance_forward": "IMD forward (importance maps)",
+    "emkd_region_affinity_forward": "RAD forward (region affinity)",
+    "kd_logits_backward": "KD (T) backward (to the student's outputs)",
+    "emkd_importance_backward": "IMD backward (to the student's outputs)",
+    "emkd_region_affinity_backward": "RAD backward (to the student's outputs)",
     "student_backward": "student backward (through the network)",
     "optimizer_step": "Adam step",
     "zero_grad": "zero_grad",
 }
+assert set(_PART_LABELS) == set(PART_NAMES)
+
+
+def _losses_label(terms: Sequence[str]) -> str:
+    """``"LM+KM+AA"`` for the terms ``("logits", "kernel", "affinity")``."""
+    return "+".join(TERM_LABELS[term] for term in terms) or "none"
+
+
+def _column(cost: DistillCost, several_objectives: bool) -> str:
+    return f"{cost.profile}, {cost.spec.objective}" if several_objectives else cost.profile
 
 
 def _machine() -> str:
@@ -576,7 +640,8 @@ def write_distill_tables(
     load_average: Optional[Tuple[float, float, float]] = None,
     load_average_end: Optional[Tuple[float, float, float]] = None,
 ) -> Tuple[Path, Path]:
-    """Write ``distill_cost.md`` (summary, where the time goes, context) and ``distill_cost.csv`` (one row per profile)."""
+    """Write ``distill_cost.md`` (summary, where the time goes, context) and ``distill_cost.csv`` (one row per profile
+    and objective)."""
     if not costs:
         raise ValueError("no figures to write.")
     out_dir = Path(out_dir)
@@ -586,6 +651,7 @@ def write_distill_tables(
     rows = []
     for c in costs:
         row = {"profile": c.profile, **asdict(c.spec), "threads": c.threads, "repeats": c.repeats, "warmup": c.warmup}
+        row["terms"] = " ".join(c.terms)
         row.update(
             plain_s=c.plain_s, distill_s=c.distill_s, ratio=c.ratio, instrumented_s=c.instrumented_s,
             loss_share=c.loss_share, loss_forward_share=c.loss_forward_share, target_met=c.target_met,
@@ -608,8 +674,9 @@ def write_distill_tables(
         writer.writerows(rows)
 
     device = costs[0].spec.device
+    several = len({c.spec.objective for c in costs}) > 1
     lines = [
-        "# The cost of distillation: one step of eq. 8 against a plain student step",
+        "# The cost of distillation: one step of each objective against a plain student step",
         "",
         f"Machine: {_machine()}; device {device}; torch {torch.__version__}; "
         f"{costs[0].threads} thread(s).",
@@ -623,22 +690,25 @@ def write_distill_tables(
         "",
         "Times are medians over the repeats, after warm-up rounds; the steps are interleaved in every round.",
         "*plain*: zero_grad, student forward, DiceFocalLoss, backward, Adam step (train.yaml). *distill*: the bundle's",
-        "`DistillationIteration` (forward of the frozen teacher of `load_teacher`, student forward_features, eq. 8 with",
-        "LM + KM + AA, backward, Adam over student, KM adapter and AA weights). The three losses' share counts their",
-        "forward and their own backward (down to the student's outputs); the student's backward pass is its own row,",
-        "since the gradients of all terms go through it together.",
+        "`DistillationTrainer` step for the objective (forward of the frozen teacher of `load_teacher`, student",
+        "forward_features, Seg + the objective's weighted terms, backward, Adam over the student and the loss's",
+        "parameters). Objectives: `default` is distill.yaml (LM + KM + AA), `paper_literal` adds",
+        "distill_paper_literal.yaml, `emkd` distill_emkd.yaml (KD + IMD + RAD, Table 3's baseline). The losses' share",
+        "counts their forward and their own backward (down to the student's outputs); the student's backward pass is",
+        "its own row, since the gradients of all terms go through it together.",
         "",
-        "| profile | input | student (width) | teacher (width) | plain step (s) | distill step (s) | ratio | "
-        "instrumented (s) | LM+KM+AA share | target < 10% | LM+KM+AA forward only | peak MiB plain | peak MiB distill |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| profile | objective | input | student (width) | teacher (width) | plain step (s) | distill step (s) | "
+        "ratio | instrumented (s) | losses | losses' share | target < 10% | forward only | peak MiB plain | peak MiB distill |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in costs:
         s = c.spec
         lines.append(
-            f"| {c.profile} | {s.batch}x1x{s.size}x{s.size} | {s.student} ({s.student_width:g}) | "
+            f"| {c.profile} | {s.objective} | {s.batch}x1x{s.size}x{s.size} | {s.student} ({s.student_width:g}) | "
             f"{s.teacher} ({s.teacher_width:g}) | {c.plain_s:.3f} | {c.distill_s:.3f} | {c.ratio:.1f}x | "
-            f"{c.instrumented_s:.3f} | {100 * c.loss_share:.1f}% | {'met' if c.target_met else 'missed'} | "
-            f"{100 * c.loss_forward_share:.1f}% | {_memory_cell(c.plain_memory)} | {_memory_cell(c.distill_memory)} |"
+            f"{c.instrumented_s:.3f} | {_losses_label(c.terms)} | {100 * c.loss_share:.1f}% | "
+            f"{'met' if c.target_met else 'missed'} | {100 * c.loss_forward_share:.1f}% | "
+            f"{_memory_cell(c.plain_memory)} | {_memory_cell(c.distill_memory)} |"
         )
     measured_before = [c for c in costs if c.distill_before_s is not None]
     if measured_before:
@@ -652,46 +722,48 @@ def write_distill_tables(
             "interleaved in the same rounds as the plain one. Teacher forward *after*: the instrumented step's; *before*:",
             "derived as the before step minus the after step's other parts.",
             "",
-            "| profile | plain step (s) | distill step before (s) | distill step after (s) | ratio before | ratio after | "
-            "step speed-up | teacher forward before (s) | teacher forward after (s) | teacher speed-up |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| profile | objective | plain step (s) | distill step before (s) | distill step after (s) | ratio before | "
+            "ratio after | step speed-up | teacher forward before (s) | teacher forward after (s) | teacher speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in measured_before:
             teacher_after = c.part_s["teacher_forward"]
             lines.append(
-                f"| {c.profile} | {c.plain_s:.3f} | {c.distill_before_s:.3f} | {c.distill_s:.3f} | {c.ratio_before:.2f}x | "
-                f"{c.ratio:.2f}x | {c.distill_before_s / c.distill_s:.2f}x | {c.teacher_before_s:.3f} | "
-                f"{teacher_after:.3f} | {c.teacher_before_s / teacher_after:.2f}x |"
+                f"| {c.profile} | {c.spec.objective} | {c.plain_s:.3f} | {c.distill_before_s:.3f} | {c.distill_s:.3f} | "
+                f"{c.ratio_before:.2f}x | {c.ratio:.2f}x | {c.distill_before_s / c.distill_s:.2f}x | "
+                f"{c.teacher_before_s:.3f} | {teacher_after:.3f} | {c.teacher_before_s / teacher_after:.2f}x |"
             )
     lines += [
         "",
-        f"Repeats: {', '.join(f'{c.profile} {c.repeats} (+{c.warmup} warm-up)' for c in costs)}.",
+        f"Repeats: {', '.join(f'{_column(c, several)} {c.repeats} (+{c.warmup} warm-up)' for c in costs)}.",
         "",
         "## Where the time of a distillation step goes",
         "",
-        "Median seconds of each part of the instrumented step and its median share of the step.",
+        "Median seconds of each part of the instrumented step and its median share of the step (the parts of terms",
+        "that no objective here declares are left out).",
         "",
-        "The teacher is frozen as `tools.bundles.load_teacher` freezes it (`custom_nets.freeze_teacher`: BatchNorm",
-        "folded into the convolutions, channels-last, no autograd graph).",
-        "",
-        "| part | " + " | ".join(f"{c.profile} (s) | {c.profile} share" for c in costs) + " |",
+        "| part | " + " | ".join(f"{_column(c, several)} (s) | {_column(c, several)} share" for c in costs) + " |",
         "|---|" + "---|---|" * len(costs),
     ]
+    declared = {term for c in costs for term in ("seg", *c.terms)}
     for name in PART_NAMES:
+        term = next((t for t in TERMS if name in (f"{t}_forward", f"{t}_backward")), None)
+        if term is not None and term not in declared:
+            continue
         cells = " | ".join(f"{c.part_s[name]:.4f} | {100 * c.shares[name]:.1f}%" for c in costs)
         lines.append(f"| {_PART_LABELS[name]} | {cells} |")
     lines.append(
-        "| **LM + KM + AA (forward + backward)** | "
+        "| **the objective's distillation losses (forward + backward)** | "
         + " | ".join(f"{sum(c.part_s[p] for p in LOSS_PARTS):.4f} | **{100 * c.loss_share:.1f}%**" for c in costs)
         + " |"
     )
     lines.append("")
     for c in costs:
         term_share = {t: c.shares[f"{t}_forward"] + c.shares[f"{t}_backward"] for t in TERMS}
+        each = ", ".join(f"{TERM_LABELS[t]} {100 * term_share[t]:.1f}%" for t in c.terms)
         lines.append(
-            f"- {c.profile}: LM + KM + AA take {100 * c.loss_share:.1f}% of the step (target < 10%: "
-            f"{'met' if c.target_met else 'missed'}): LM {100 * term_share['logits']:.1f}%, "
-            f"KM {100 * term_share['kernel']:.1f}%, AA {100 * term_share['affinity']:.1f}% (forward + backward); "
+            f"- {_column(c, several)}: {_losses_label(c.terms)} take {100 * c.loss_share:.1f}% of the step (target "
+            f"< 10%: {'met' if c.target_met else 'missed'}){': ' + each if each else ''} (forward + backward); "
             f"teacher forward {100 * c.shares['teacher_forward']:.1f}%, student forward + backward "
             f"{100 * (c.shares['student_forward'] + c.shares['student_backward']):.1f}%, "
             f"Seg {100 * term_share['seg']:.1f}%. Instrumented step {c.instrumented_s:.3f} s vs the bundle's "

@@ -6,9 +6,9 @@
 * ``configs/``, ``docs/README.md``, ``LICENSE``: the bundle's own files, with ``$import scripts`` first in the
   ``imports`` of every config that has them, and ``metadata.json`` naming only pip-installable packages;
 * ``scripts/``: the code the configs import (``custom_nets``, ``custom_losses`` and the bundles' runtime part of
-  ``tools``: ``tools.bundles``, ``tools.data``, ``tools.cli``), vendored at build time from this repository,
-  which stays their single source. ``scripts/__init__.py`` puts ``scripts/`` on ``sys.path``, so the configs'
-  ``custom_nets.ENet`` or ``tools.data.transforms...`` resolve to the vendored copies;
+  ``tools``: ``tools.bundles``, ``tools.engines``, ``tools.data``, ``tools.cli``), vendored at build time from this
+  repository, which stays their single source. ``scripts/__init__.py`` puts ``scripts/`` on ``sys.path``, so the
+  configs' ``custom_nets.ENet`` or ``tools.data.transforms...`` resolve to the vendored copies;
 * ``models/model.pt`` (and ``models/model.onnx``) when weights are given, listed with their SHA-256 in
   ``large_files.yml``.
 
@@ -32,7 +32,15 @@ from . import BUNDLES_DIR
 __all__ = ["VENDORED", "RUNTIME_PACKAGES", "package_bundle"]
 
 REPO_ROOT = BUNDLES_DIR.parent
-VENDORED = ("custom_nets", "custom_losses", "tools/__init__.py", "tools/cli.py", "tools/bundles/__init__.py", "tools/data")
+VENDORED = (
+    "custom_nets",
+    "custom_losses",
+    "tools/__init__.py",
+    "tools/cli.py",
+    "tools/bundles/__init__.py",
+    "tools/engines.py",
+    "tools/data",
+)
 """What ``scripts/`` holds, relative to the repository root (folders are copied whole, without caches)."""
 
 RUNTIME_PACKAGES = ("nibabel", "itk", "scipy", "scikit-image", "pytorch-ignite", "tensorboard", "pyyaml", "fire", "tqdm")

@@ -17,6 +17,15 @@ its whole-gland mask, in patient LPS orientation (axis 0 to the left, axis 1 pos
   anterior-posterior line through the gland centre (mean over a +-10 mm band in x) on the slice of
   largest gland area; summarised by its posterior peak (0 to 50 mm behind the gland centre) minus its
   value 40 mm anterior, in units of the volume's std (an endorectal coil makes it large and positive);
+* **sector contrasts**: the median of ``z`` in a region around the gland minus the gland's median (std
+  units): *anterior* (slice of largest gland area, in front of the gland's centre within +-15 mm of its
+  midline, 3-15 mm in-plane from the gland), *lateral* (within +-5 mm of the centre's ``y``, 3-15 mm from the
+  gland), *below the apex* and *above the base* (the slices 10-20 mm
+  below the lowest / above the highest gland slice, inside the gland's axial footprint; NaN when the
+  volume does not reach them). They say what a 2D network sees where the gland is not;
+* **wall profile**: the median of ``z`` over the columns within 8 mm of the gland's midline on the slice of
+  largest gland area, at offsets from the gland's posterior border (negative: behind it, into the rectal
+  wall; positive: into the gland), which is how an endorectal coil's near field looks to the network;
 * **surroundings**: the median of the intensities 60-80 mm (in-plane) from the gland centre on the slices
   through the gland, over the gland's median (muscle, fat and bone that fill a real field of view);
 * **physical extent**: field of view, body width/depth (mm) and the fraction of that slice covered by
@@ -52,6 +61,8 @@ __all__ = [
     "spectral_slope",
     "bias_profile",
     "body_mask",
+    "sector_contrasts",
+    "wall_profile",
     "far_field_ratio",
     "physical_extent",
     "measure_case",
@@ -63,6 +74,7 @@ PathLike = Union[str, os.PathLike]
 
 SPECTRUM_BAND = (0.03, 0.15)  # cycles/mm
 QUANTILE_GRID = np.linspace(0.005, 0.995, 199)
+WALL_OFFSETS_MM = (-3.0, 0.0, 6.0, 15.0, 24.0)
 NEAREST_FEATURES = ("q01", "q50", "q99", "skewness", "contrast", "spectral_slope", "coil_gradient",
                     "far_field_ratio", "body_fraction", "fov_mm")
 
@@ -238,6 +250,53 @@ def coil_gradient(offsets: np.ndarray, profile: np.ndarray) -> float:
     return float(np.max(profile[post]) - profile[ant][0])
 
 
+def sector_contrasts(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
+                     near_mm: Tuple[float, float] = (3.0, 15.0),
+                     axial_mm: Tuple[float, float] = (10.0, 20.0)) -> Dict[str, float]:
+    """Median of ``z`` in the anterior, lateral, below-apex and above-base regions minus the gland's median (see
+    the module docstring); a region outside the volume gives NaN."""
+    mask = np.asarray(mask, dtype=bool)
+    _check_volume(z, mask, spacing, "sector_contrasts")
+    gland = float(np.median(z[mask]))
+    k = _largest_slice(mask)
+    d = ndimage.distance_transform_edt(~mask[:, :, k], sampling=spacing[:2])
+    cx, cy = np.argwhere(mask[:, :, k]).mean(axis=0)
+    dx = np.abs(np.arange(z.shape[0]) - cx)[:, None] * spacing[0]
+    dy = (np.arange(z.shape[1]) - cy)[None, :] * spacing[1]
+    near = (d > near_mm[0]) & (d < near_mm[1])
+    regions = {"anterior_contrast": near & (dy < 0) & (dx < 15.0),
+               "lateral_contrast": near & (np.abs(dy) <= 5.0) & (dx > np.abs(dy))}
+    out = {name: float(np.median(z[:, :, k][sel]) - gland) if sel.any() else float("nan")
+           for name, sel in regions.items()}
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))
+    footprint = mask.any(axis=2)
+    for name, distances in (("below_apex_contrast", (ks[0] - np.arange(z.shape[2])) * spacing[2]),
+                            ("above_base_contrast", (np.arange(z.shape[2]) - ks[-1]) * spacing[2])):
+        slices = np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
+        out[name] = float(np.median(z[:, :, slices][footprint]) - gland) if slices.size else float("nan")
+    return out
+
+
+def wall_profile(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
+                 offsets_mm: Sequence[float] = WALL_OFFSETS_MM, band_mm: float = 8.0) -> np.ndarray:
+    """Median of ``z`` at ``offsets_mm`` from the gland's posterior border (positive into the gland) over the
+    columns ``|x - x_c| < band_mm`` that cross the gland, on the slice of largest gland area (NaN outside)."""
+    mask = np.asarray(mask, dtype=bool)
+    _check_volume(z, mask, spacing, "wall_profile")
+    k = _largest_slice(mask)
+    cx = np.argwhere(mask[:, :, k])[:, 0].mean()
+    columns = [c for c in range(mask.shape[0]) if abs(c - cx) * spacing[0] < band_mm and mask[c, :, k].any()]
+    out = []
+    for offset in offsets_mm:
+        values = []
+        for c in columns:
+            y = int(round(np.flatnonzero(mask[c, :, k]).max() - offset / spacing[1]))
+            if 0 <= y < mask.shape[1]:
+                values.append(z[c, y, k])
+        out.append(float(np.median(values)) if values else float("nan"))
+    return np.asarray(out)
+
+
 def body_mask(slice2d: np.ndarray, spacing: Sequence[float], smooth_mm: float = 3.0,
               fraction: float = 0.15) -> np.ndarray:
     """Body of one axial slice: ``gaussian(slice, smooth_mm) > fraction * median(upper half)``, holes filled,
@@ -326,6 +385,8 @@ def measure_case(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
     offsets, profile = bias_profile(z, mask, spacing)
     stats["coil_gradient"] = coil_gradient(offsets, profile)
     stats["far_field_ratio"] = far_field_ratio(volume, mask, spacing)
+    stats.update(sector_contrasts(z, mask, spacing))
+    stats.update({f"wall_{offset:+.0f}mm": value for offset, value in zip(WALL_OFFSETS_MM, wall_profile(z, mask, spacing))})
     stats.update(physical_extent(volume, mask, spacing))
     return CaseStats(name=name, stats=stats, quantiles=np.quantile(z.ravel(), QUANTILE_GRID), freqs=freqs,
                      spectrum=spectrum, offsets=offsets, profile=profile)
@@ -356,6 +417,12 @@ ROWS = (
     ("contrast", "gland - shell(2-8 mm) contrast (std units)", "{:.2f}"),
     ("spectral_slope", "texture spectrum slope, 0.03-0.15 cycles/mm", "{:.2f}"),
     ("coil_gradient", "coil bias: posterior peak - 40 mm anterior (std units)", "{:.2f}"),
+    ("anterior_contrast", "anterior sector (3-15 mm) - gland median (std units)", "{:.2f}"),
+    ("lateral_contrast", "lateral sector (3-15 mm) - gland median (std units)", "{:.2f}"),
+    ("below_apex_contrast", "10-20 mm below the apex, gland footprint - gland median (std units)", "{:.2f}"),
+    ("above_base_contrast", "10-20 mm above the base, gland footprint - gland median (std units)", "{:.2f}"),
+    *((f"wall_{o:+.0f}mm", f"wall profile {o:+.0f} mm from the posterior gland border (z-score)", "{:.2f}")
+      for o in WALL_OFFSETS_MM),
     ("far_field_ratio", "surroundings: median 60-80 mm from the gland / gland median", "{:.2f}"),
     ("fov_mm", "field of view (mm)", "{:.0f}"),
     ("body_width_mm", "body width on the mid-gland slice (mm)", "{:.0f}"),
@@ -407,12 +474,15 @@ def measure_collection(root: PathLike, real: CaseStats) -> List[CaseStats]:
 def markdown_table(real: CaseStats, simulated: Sequence[CaseStats], title: str) -> str:
     """Rows: the statistics of :data:`ROWS`; columns: the real case, then the median over each site's cases."""
     sites = list(dict.fromkeys(c.site for c in simulated))
-    lines = [f"**{title}**", "", "| quantity | real case | " + " | ".join(sites) + " |",
-             "|---|---|" + "---|" * len(sites)]
+    lines = [f"**{title}**", "", "| quantity | real case | " + " | ".join(sites) + " | all simulated cases (min - max) |",
+             "|---|---|" + "---|" * (len(sites) + 1)]
     for key, label, fmt in ROWS:
         cells = [fmt.format(real.stats.get(key, 0.0))]
         for s in sites:
             cells.append(fmt.format(float(np.nanmedian([c.stats[key] for c in simulated if c.site == s]))))
+        values = np.array([c.stats[key] for c in simulated], dtype=np.float64)
+        cells.append(f"{fmt.format(np.nanmin(values))} - {fmt.format(np.nanmax(values))}" if np.isfinite(values).any()
+                     else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -486,6 +556,30 @@ of one site: this says how far the simulator is from that scan, not from the ben
 """
 
 
+ROUND2_HEADER = """### Round 2: where the gland is not, and the coil's near field
+
+Round 1's simulator matched the whole-volume statistics, yet every model trained on it marked a gland-sized region
+on every slice below the real apex and above the real base, and missed the bright posterior peripheral zone. The
+sector contrasts and the wall profile (module `tools.data.realism`) say why: below the apex round 1 had pelvic fat,
+brighter than the gland, where the real case has muscle; its bladder was brighter than the gland, the real one is
+darker; and its coil put a 6 std spike on the rectal wall that the real case does not have. Rule: a variant is kept
+when it moves the simulated BIDMC medians of these statistics towards the real case's, on anatomy or acquisition
+grounds (`calibration.py`); the model columns were measured afterwards, for the record. A second seed of r2-v4
+scored 0.630 source validation, 0.615 unseen BIDMC and 0.411 on the real case (seed 0: 0.682, 0.695, 0.436), so
+the spread of the real-case Dice across variants (0.43-0.61) is larger than this seed's spread: the real case's
+Dice depends on details of the simulator that these statistics do not rank. r2-v3 scored best on the real case and
+was not chosen; by the rule it could not be. The final simulator (r2-v4) matches the real case's sector statistics
+and wall profile better than round 1, at a cost in the whole-volume skewness (5.9 -> 2.4, real 5.6) and the 2-8 mm
+shell contrast (BIDMC -0.22 -> +0.39, real -0.12: the gland is now brighter than its immediate surroundings).
+
+"""
+
+ROUND1_HEADER = """
+### Round 1: the whole-volume statistics
+
+"""
+
+
 def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, out_md: PathLike,
                    out_png: PathLike, baseline_root: Optional[PathLike] = None, header: str = "",
                    label: Optional[str] = None, baseline_label: Optional[str] = None) -> Dict[str, str]:
@@ -511,10 +605,11 @@ def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, o
                                     f"{baseline_label or baseline_root} (median over each site's cases)"))
     parts.append(f"Nearest simulated case to the real one (standardised distance over {', '.join(NEAREST_FEATURES)}): "
                  f"`{simulated[nearest].name}`.\n")
-    from .synthesis.calibration import calibration_markdown, variants_markdown
+    from .synthesis.calibration import calibration_markdown, round2_markdown, variants_markdown
 
     parts.append("## Where the simulator's numbers come from\n\n" + calibration_markdown())
-    parts.append("## Variants measured and how they were chosen\n\n" + variants_markdown())
+    parts.append("## Variants measured and how they were chosen\n\n" + ROUND2_HEADER + round2_markdown()
+                 + ROUND1_HEADER + variants_markdown())
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(parts))

@@ -5,6 +5,7 @@ Examples::
     python -m tools.study run                       # BIDMC held out, DeepLabV3+ -> ENet, w/o and w/, CPU profile
     python -m tools.study run --all-sites           # the six target sites
     python -m tools.study run --modules ablation    # + Table 4 for the first teacher-student pair
+    python -m tools.study run --sites all --seeds 0,1 --objectives default,paper_literal,emkd   # + Table 3
     python -m tools.study run --teachers all --students all --sites all --seeds 0,1,2 --out results/full
     python -m tools.study run --data /data/prostate --profile paper
     python -m tools.study plan --all-sites          # the runs and their commands, without running anything
@@ -25,7 +26,7 @@ import fire
 from tools.cli import one_line_errors
 
 from .dataset import prepare_data
-from .plan import make_plan, resolve_modules, resolve_networks, resolve_seeds, resolve_sites
+from .plan import make_plan, resolve_modules, resolve_networks, resolve_objectives, resolve_seeds, resolve_sites
 from .real_case import check_real_case
 from .report import StudyInfo, publish_report, write_outputs
 from .runner import Settings, evaluate_command, execute, parse_overrides, shell_text, train_command
@@ -37,12 +38,13 @@ FAILED_REPORT_DIR = "report_of_failed_call"
 """Where the report of a call with a failed run goes; the study folder's own report is left untouched."""
 
 
-def _selection(sites, teachers, students, modules, seeds, all_sites):
+def _selection(sites, teachers, students, modules, seeds, all_sites, objectives):
     sites = resolve_sites("all" if all_sites else sites)
     teachers = resolve_networks(teachers, "teacher")
     students = resolve_networks(students, "student")
-    plan = make_plan(sites, resolve_seeds(seeds), teachers, students, resolve_modules(modules))
-    return plan, sites, teachers, students
+    objectives = resolve_objectives(objectives)
+    plan = make_plan(sites, resolve_seeds(seeds), teachers, students, resolve_modules(modules), objectives)
+    return plan, sites, teachers, students, objectives
 
 
 def run(
@@ -52,6 +54,7 @@ def run(
     teachers: Any = "deeplabv3plus",
     students: Any = "enet",
     modules: Any = "full",
+    objectives: Any = "default",
     seeds: Any = 0,
     out: Optional[str] = None,
     all_sites: bool = False,
@@ -70,6 +73,9 @@ def run(
         teachers: ``deeplabv3plus``, ``unetpp`` (comma-separated) or ``all``.
         students: ``enet``, ``espnet``, ``erfnet`` (comma-separated) or ``all``.
         modules: ``full`` (Table 2), ``ablation`` (+ Table 4 for the first pair) or combinations like ``LM,KMM+LM``.
+        objectives: the distillation objectives of every student-teacher pair's ``w/`` runs: ``default`` (Table 2's;
+            always run), ``paper_literal``, ``emkd`` (comma-separated) or ``all``; more than ``default`` adds one run
+            per objective, pair, site and seed (the teacher and ``w/o`` runs are shared) and Table 3.
         seeds: training seeds, e.g. ``0`` or ``0,1,2``.
         out: the study folder (default ``results/<profile>_default``).
         all_sites: the six target sites (same as ``--sites all``).
@@ -86,7 +92,8 @@ def run(
     start = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = _load()
-    plan, sites, teachers, students = _selection(sites, teachers, students, modules, seeds, all_sites)
+    plan, sites, teachers, students, objectives = _selection(sites, teachers, students, modules, seeds, all_sites,
+                                                             objectives)
     out_dir = Path(out or f"results/{profile}_default").resolve()
     dataset_dir, data_text = prepare_data(data, out_dir)
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
@@ -96,7 +103,7 @@ def run(
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         data=data_text, teachers=teachers, students=students, sites=sites,
-        seeds=sorted({r.seed for r in plan}), started=started, load_start=load_start,
+        seeds=sorted({r.seed for r in plan}), objectives=objectives, started=started, load_start=load_start,
     )
     info.wall_seconds = time.perf_counter() - start
     info.load_end = _load()
@@ -114,6 +121,8 @@ def run(
         written = publish_report(staging, out_dir, written)
     print()
     print(written["table2"].read_text())
+    if "table3" in written:
+        print(written["table3"].read_text())
     if "table4" in written:
         print(written["table4"].read_text())
     print(written["real_case"].read_text())
@@ -133,13 +142,14 @@ def plan(
     teachers: Any = "deeplabv3plus",
     students: Any = "enet",
     modules: Any = "full",
+    objectives: Any = "default",
     seeds: Any = 0,
     out: Optional[str] = None,
     all_sites: bool = False,
     override: Any = None,
 ) -> None:
     """Print the runs ``run`` would execute with the same arguments, and their commands; runs nothing."""
-    runs, *_ = _selection(sites, teachers, students, modules, seeds, all_sites)
+    runs, *_ = _selection(sites, teachers, students, modules, seeds, all_sites, objectives)
     out_dir = Path(out or f"results/{profile}_default").resolve()
     dataset_dir = out_dir / "data" if str(data).lower() == "synthetic" else Path(data).resolve()
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override))

@@ -1,4 +1,4 @@
-"""The run grid of the study: which bundle runs, with which teacher and modules, on which site and seed.
+"""The run grid of the study: which bundle runs, with which teacher, modules and objective, on which site and seed.
 
 A :class:`Run` is one training of one bundle followed by its evaluation on the held-out target site. The grid
 (:func:`make_plan`) holds, for every target site and seed:
@@ -8,7 +8,15 @@ A :class:`Run` is one training of one bundle followed by its evaluation on the h
 * each student distilled from each teacher with the three modules on (``w/``: ``train.yaml`` + ``distill.yaml``);
 * for ``modules="ablation"``, the first student with the first teacher under each module combination of the
   paper's Table 4 (none, LM, AAM, KMM, KMM+LM, AAM+LM, AAM+KMM, all). "none" is the ``w/o`` run and "all" the
-  ``w/`` run, so the ablation adds six runs.
+  ``w/`` run, so the ablation adds six runs;
+* for each other objective of ``objectives`` (Table 3: :data:`OBJECTIVES`), each student distilled from each teacher
+  under that objective (``train.yaml`` + ``distill.yaml`` + the objective's config), beside Table 2's ``w/`` run,
+  which is the ``default`` objective's. The teacher and ``w/o`` runs are shared by every objective.
+
+A module combination is a choice of distill.yaml's terms (:attr:`Run.terms`, :data:`MODULE_TERMS`): the runner
+passes ``--distill_terms`` with only those terms, at distill.yaml's weights (:func:`tools.study.runner.distill_terms`).
+An objective is a config merged after distill.yaml that sets its own terms (:data:`OBJECTIVES`); its runs have all
+modules on and their folder names end in ``__<objective>``.
 
 Runs come out in dependency order: a distillation run always follows the teacher run it reads.
 """
@@ -25,14 +33,18 @@ __all__ = [
     "STUDENTS",
     "DISPLAY_NAMES",
     "MODULES",
-    "MODULE_SWITCHES",
+    "MODULE_TERMS",
     "ABLATION_GRID",
     "ALL_MODULES",
+    "DEFAULT_OBJECTIVE",
+    "OBJECTIVES",
+    "OBJECTIVE_NAMES",
     "Run",
     "resolve_sites",
     "resolve_seeds",
     "resolve_networks",
     "resolve_modules",
+    "resolve_objectives",
     "make_plan",
 ]
 
@@ -67,12 +79,12 @@ _ALIASES: Dict[str, str] = {
 MODULES: Tuple[str, ...] = ("LM", "AAM", "KMM")
 """The paper's three distillation modules."""
 
-MODULE_SWITCHES: Dict[str, str] = {
-    "LM": "distill_logits",
-    "AAM": "distill_affinity",
-    "KMM": "distill_kernel",
+MODULE_TERMS: Dict[str, str] = {
+    "LM": "logits",
+    "AAM": "affinity",
+    "KMM": "kernel",
 }
-"""Module -> the ``distill.yaml`` switch that turns it on."""
+"""Module -> its term in ``distill.yaml``'s ``distill_terms`` (and :data:`custom_losses.DISTILLATION_TERMS`)."""
 
 ABLATION_GRID: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("none", ()),
@@ -90,6 +102,20 @@ ALL_MODULES: Tuple[str, ...] = ("AAM", "KMM", "LM")
 """The full objective (the ``w/`` runs), in the canonical order of module tuples."""
 
 
+DEFAULT_OBJECTIVE = "default"
+OBJECTIVES: Dict[str, Tuple[str, ...]] = {
+    DEFAULT_OBJECTIVE: (),
+    "paper_literal": ("distill_paper_literal.yaml",),
+    "emkd": ("distill_emkd.yaml",),
+}
+"""Distillation objective -> the student bundles' configs merged after ``train.yaml`` and ``distill.yaml``: the
+project's ``default`` (distill.yaml alone), ``paper_literal`` (eq. 8 exactly as written) and Table 3's baseline
+``emkd`` (docs/distillation.md). The one map of objective names to configs (``tools.bench distill`` reads it too)."""
+
+OBJECTIVE_NAMES: Dict[str, str] = {DEFAULT_OBJECTIVE: "default", "paper_literal": "paper_literal", "emkd": "EMKD"}
+"""Objective -> its name in tables and labels."""
+
+
 def _combo_key(modules: Iterable[str]) -> Tuple[str, ...]:
     """Modules in the canonical order AAM, KMM, LM (so that ``LM+KMM`` and ``KMM+LM`` are one combination)."""
     return tuple(m for m in ALL_MODULES if m in set(modules))
@@ -105,6 +131,8 @@ class Run:
         network: short name of the network (a key of :data:`TEACHERS` or :data:`STUDENTS`).
         teacher: short name of the teacher a student is distilled from; ``None`` for teachers and ``w/o`` runs.
         modules: the distillation modules on (canonical order AAM, KMM, LM); ``()`` without distillation.
+        objective: the distillation objective, a key of :data:`OBJECTIVES`; another than ``default`` only for a
+            distillation run with all three modules (its config sets its own terms; the ablation is the default's).
     """
 
     site: str
@@ -112,8 +140,16 @@ class Run:
     network: str
     teacher: Optional[str] = None
     modules: Tuple[str, ...] = ()
+    objective: str = DEFAULT_OBJECTIVE
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {list(OBJECTIVES)}.")
+        if self.objective != DEFAULT_OBJECTIVE and (not self.teacher or tuple(self.modules) != ALL_MODULES):
+            raise ValueError(
+                f"objective {self.objective!r} needs a distillation run with all modules {ALL_MODULES}, got "
+                f"teacher={self.teacher!r}, modules={self.modules!r} (the ablation is of the default objective)."
+            )
         if self.network not in TEACHERS and self.network not in STUDENTS:
             raise ValueError(f"unknown network {self.network!r}; expected one of {sorted({**TEACHERS, **STUDENTS})}.")
         if self.is_teacher and (self.teacher or self.modules):
@@ -139,7 +175,7 @@ class Run:
 
     @property
     def variant(self) -> str:
-        """``teacher``, ``wo`` (student alone), ``w`` (all three modules) or ``ablation`` (a subset)."""
+        """``teacher``, ``wo`` (student alone), ``w`` (all modules, any objective) or ``ablation`` (a subset)."""
         if self.is_teacher:
             return "teacher"
         if not self.modules:
@@ -156,12 +192,14 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The run folder's name: ``<bundle>``, ``<bundle>__wo``, ``<bundle>__w_<teacher>`` or
+        """The run folder's name: ``<bundle>``, ``<bundle>__wo``, ``<bundle>__w_<teacher>`` (the default objective),
+        ``<bundle>__w_<teacher>__<objective>`` (another objective, e.g. ``..._deeplabv3plus__emkd``) or
         ``<bundle>__ablation_<teacher>_<modules>`` (e.g. ``..._kmm_lm``)."""
         if self.variant in ("teacher", "wo"):
             return self.bundle if self.is_teacher else f"{self.bundle}__wo"
         if self.variant == "w":
-            return f"{self.bundle}__w_{self.teacher}"
+            suffix = "" if self.objective == DEFAULT_OBJECTIVE else f"__{self.objective}"
+            return f"{self.bundle}__w_{self.teacher}{suffix}"
         return f"{self.bundle}__ablation_{self.teacher}_{'_'.join(m.lower() for m in self.modules)}"
 
     @property
@@ -177,22 +215,26 @@ class Run:
         return Run(self.site, self.seed, self.teacher).key
 
     @property
-    def switches(self) -> Dict[str, bool]:
-        """``distill.yaml`` switches of a distillation run (``{}`` otherwise)."""
-        if not self.teacher:
-            return {}
-        return {switch: module in self.modules for module, switch in MODULE_SWITCHES.items()}
+    def terms(self) -> Tuple[str, ...]:
+        """The ``distill_terms`` of a default-objective distillation run, e.g. ``("affinity", "logits")`` for AAM+LM;
+        ``()`` otherwise (another objective's terms are those its config sets, read by
+        :func:`tools.study.runner.distill_terms`)."""
+        if self.objective != DEFAULT_OBJECTIVE:
+            return ()
+        return tuple(MODULE_TERMS[module] for module in self.modules)
 
     @property
     def label(self) -> str:
-        """A human-readable name, e.g. ``ENet w/ DeepLabV3+ (KMM+LM)``."""
+        """A human-readable name, e.g. ``ENet w/ DeepLabV3+ (KMM+LM)`` or ``ENet w/ DeepLabV3+ (EMKD)``."""
         name = DISPLAY_NAMES[self.network]
         if self.variant == "teacher":
             return f"{name} (teacher)"
         if self.variant == "wo":
             return f"{name} w/o"
         text = f"{name} w/ {DISPLAY_NAMES[self.teacher]}"
-        return text if self.variant == "w" else f"{text} ({self.combo})"
+        if self.variant == "w":
+            return text if self.objective == DEFAULT_OBJECTIVE else f"{text} ({OBJECTIVE_NAMES[self.objective]})"
+        return f"{text} ({self.combo})"
 
 
 # ----------------------------------------------------------------------------------------- argument parsing
@@ -291,6 +333,23 @@ def resolve_modules(modules: Union[str, Sequence[str], None] = "full") -> List[T
     return _dedup(combos)
 
 
+def resolve_objectives(objectives: Union[str, Sequence[str], None] = DEFAULT_OBJECTIVE) -> List[str]:
+    """The distillation objectives of the ``w/`` runs (:data:`OBJECTIVES`), ``default`` first and always in (Table 2's
+    ``w/`` runs are the default's), from ``"default,paper_literal,emkd"`` (any letter case) or ``"all"``.
+
+    Raises:
+        ValueError: an unknown objective, naming the known ones.
+    """
+    items = [i.lower() for i in _as_list(objectives, "objectives")]
+    if "all" in items:
+        return list(OBJECTIVES)
+    unknown = [i for i in items if i not in OBJECTIVES]
+    if unknown:
+        raise ValueError(f"unknown objective {unknown[0]!r} in --objectives; expected some of {list(OBJECTIVES)} "
+                         "or 'all'.")
+    return _dedup([DEFAULT_OBJECTIVE] + items)
+
+
 # ----------------------------------------------------------------------------------------------- the plan
 
 
@@ -300,6 +359,7 @@ def make_plan(
     teachers: Sequence[str] = ("deeplabv3plus",),
     students: Sequence[str] = ("enet",),
     ablation: Sequence[Tuple[str, ...]] = (),
+    objectives: Sequence[str] = (DEFAULT_OBJECTIVE,),
 ) -> List[Run]:
     """Every run of the study in dependency order (teachers of a site and seed before their students).
 
@@ -309,6 +369,8 @@ def make_plan(
         teachers: short teacher names; every student is distilled from each.
         students: short student names.
         ablation: extra module combinations (:func:`resolve_modules`) for the first student with the first teacher.
+        objectives: the objectives of every student's ``w/`` runs (:func:`resolve_objectives`); each one besides
+            ``default`` adds one run per student and teacher, right after that pair's default ``w/`` run.
 
     Runs that two roles would share (the ablation's "none" = ``w/o``, "all" = ``w/``) appear once.
     """
@@ -320,7 +382,10 @@ def make_plan(
             site_runs = [Run(site, int(seed), t) for t in teachers]
             for student in students:
                 site_runs.append(Run(site, int(seed), student))
-                site_runs += [Run(site, int(seed), student, t, ALL_MODULES) for t in teachers]
+                for t in teachers:
+                    site_runs.append(Run(site, int(seed), student, t, ALL_MODULES))
+                    site_runs += [Run(site, int(seed), student, t, ALL_MODULES, objective) for objective in objectives
+                                  if objective != DEFAULT_OBJECTIVE]
             if students:
                 for modules in ablation:
                     teacher = teachers[0] if modules else None

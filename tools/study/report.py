@@ -1,6 +1,7 @@
 """Everything a study writes under ``results/<run>/`` once its runs are done (or failed):
 
-``table2.md/.csv``, ``table4.md/.csv`` (when ablation runs were planned), ``real_case.md/.csv`` (every model on the
+``table2.md/.csv``, ``table3.md/.csv`` (when objectives besides the default were planned), ``table4.md/.csv`` (when
+ablation runs were planned), ``real_case.md/.csv`` (every model on the
 real case, TAPS beside them: :mod:`.real_case`), ``table1.md`` (the networks' cost, from
 ``tools.bench``), ``per_case.csv``, ``dice_by_site.png``, ``overlays_<SITE>.png``, ``runs.csv`` (status, time and
 log of each run) and ``README.md`` (all of it with the command, wall time, git commit and the paper's numbers).
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from .figures import plot_dice_by_site, plot_overlays
-from .plan import DISPLAY_NAMES, Run
+from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
 from .real_case import RealCaseReport, write_real_case_table
 from .runner import Outcome, Settings, run_dir
 from .tables import (
@@ -26,12 +27,16 @@ from .tables import (
     collect,
     distillation_gains,
     markdown_table,
+    objective_ranking,
     paper_site,
     paper_table3_markdown,
     table2_rows,
+    table3_markdown,
+    table3_rows,
     table4_rows,
     write_per_case,
     write_table,
+    write_table3,
 )
 
 __all__ = ["StudyInfo", "git_commit", "write_table1", "write_outputs", "publish_report", "REPORT_PATTERNS"]
@@ -47,7 +52,7 @@ SITE_ASSUMPTION = (
 
 @dataclass
 class StudyInfo:
-    """What the README records about the invocation."""
+    """What the README records about the invocation (``objectives``: those of the ``w/`` runs, ``default`` first)."""
 
     command: str
     data: str
@@ -55,6 +60,7 @@ class StudyInfo:
     students: List[str]
     sites: List[str]
     seeds: List[int]
+    objectives: List[str] = field(default_factory=lambda: [DEFAULT_OBJECTIVE])
     wall_seconds: float = 0.0
     started: str = ""
     load_start: Optional[tuple] = None
@@ -182,6 +188,25 @@ def _gains_text(rows) -> List[str]:
     return lines
 
 
+def _table3_text(student: str, teacher: str, rows) -> List[str]:
+    """A plain sentence on Table 3: the objectives ranked by mean Dice over the sites where all are done, the sites
+    each is best on, the student alone beside them, and the default objective's rank."""
+    pair = f"{DISPLAY_NAMES[student]} from {DISPLAY_NAMES[teacher]}"
+    ranking = objective_ranking(rows)
+    if ranking is None:
+        return [f"- {pair}: no target site with every objective done."]
+    n = len(ranking.sites)
+    order = "; ".join(f"{ranking.labels[o]} {mean:.3f} (best on {len(ranking.wins[o])} of {n})"
+                      for o, mean in ranking.means.items())
+    wo = "" if ranking.wo is None else f"; {DISPLAY_NAMES[student]} w/o {ranking.wo:.3f}"
+    rank = ""
+    if DEFAULT_OBJECTIVE in ranking.means:
+        position = list(ranking.means).index(DEFAULT_OBJECTIVE) + 1
+        rank = f" The project's default objective ranks {position} of {len(ranking.means)}."
+    return [f"- {pair}, mean Dice over {n} target site(s) ({', '.join(ranking.sites)}), best first: {order}{wo}.{rank} "
+            "The spread across seeds is in the table's cells."]
+
+
 def write_outputs(
     plan: Sequence[Run],
     outcomes: Sequence[Outcome],
@@ -213,6 +238,18 @@ def write_outputs(
     rows2 = table2_rows(results, info.teachers, info.students)
     written["table2"], written["table2_csv"] = write_table(
         rows2, out / "table2.md", "Table 2: Dice on the unseen target site", [seeds_note, paper_note, SITE_ASSUMPTION])
+    tables3 = []
+    if any(r.objective != DEFAULT_OBJECTIVE for r in plan):
+        pairs = [(s, t) for s in info.students for t in info.teachers
+                 if len({r.objective for r in plan if r.network == s and r.teacher == t and r.variant == "w"}) > 1]
+        tables3 = [(s, t, table3_rows(results, t, s)) for s, t in pairs]
+        table3_note = ("Every objective is a config of the same student bundle merged after distill.yaml; data, "
+                       "splits, profile, Seg, optimizer, teacher run and seeds are shared, and nothing was chosen on "
+                       "the held-out site. `paper Sk` beside the default and paper_literal rows: the paper's own "
+                       "method (its Table 3 row \"Student: Enet\", Table 2's ENet w/ DeepLabV3+); beside the w/o "
+                       "row: its Table 2.")
+        written["table3"], written["table3_csv"] = write_table3(tables3, out / "table3.md",
+                                                                [seeds_note, table3_note, paper_note, SITE_ASSUMPTION])
     rows4 = []
     if any(r.variant == "ablation" for r in plan):
         rows4 = table4_rows(results, info.teachers[0], info.students[0])
@@ -239,7 +276,8 @@ def write_outputs(
 
     invocations = record_invocation(out, info, outcomes, previous_dir=settings.out_dir)
     written["invocations"] = out / "invocations.csv"
-    written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations)
+    written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations,
+                                      tables3)
     return written
 
 
@@ -267,7 +305,8 @@ def publish_report(staging: Path, out_dir: Path, written: Mapping[str, Path]) ->
     return {key: out_dir / Path(path).name for key, path in written.items()}
 
 
-def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations) -> Path:
+def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations,
+                  tables3=()) -> Path:
     compute = sum(float(r["train_s"] or 0) + float(r["evaluate_s"] or 0) for r in runs_rows)
     failed = [r for r in runs_rows if r["status"] == "failed"]
     executed = sum(1 for r in runs_rows if r["this_call"] == "done")
@@ -286,7 +325,8 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         + (f"; overrides: `{settings.overrides}`" if settings.overrides else ""),
         f"- data: {info.data}",
         f"- target sites: {', '.join(f'{s} ({paper_site(s)})' for s in info.sites)}; seeds: {', '.join(map(str, info.seeds))}; "
-        f"teachers: {', '.join(DISPLAY_NAMES[t] for t in info.teachers)}; students: {', '.join(DISPLAY_NAMES[s] for s in info.students)}",
+        f"teachers: {', '.join(DISPLAY_NAMES[t] for t in info.teachers)}; students: {', '.join(DISPLAY_NAMES[s] for s in info.students)}"
+        + (f"; objectives (Table 3): {', '.join(info.objectives)}" if tables3 else ""),
         f"- wall time of this invocation: {_minutes(info.wall_seconds)} ({executed} run(s) executed, "
         f"{len(plan) - executed - len(failed)} reused, {len(failed)} failed); sum of the recorded run times "
         f"(train + evaluate, all invocations): {_minutes(compute)}",
@@ -304,6 +344,11 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     gains = _gains_text(rows2)
     if gains:
         lines += ["Distillation on the unseen site, measured (w/ minus w/o, Dice):", ""] + gains + [""]
+    for student, teacher, rows3 in tables3:
+        lines += [f"## Table 3: distillation objectives ({DISPLAY_NAMES[student]} from {DISPLAY_NAMES[teacher]})", "",
+                  "[table3.md](table3.md), [table3.csv](table3.csv); cells: mean ± sample std over seeds (seed "
+                  "count); `paper Sk`: the paper's Table 3.", "", table3_markdown(rows3)]
+        lines += _table3_text(student, teacher, rows3) + [""]
     if rows4:
         lines += [f"## Table 4: ablation ({DISPLAY_NAMES[info.students[0]]} from {DISPLAY_NAMES[info.teachers[0]]})",
                   "", markdown_table(rows4)]
@@ -332,8 +377,12 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     if failed:
         lines += ["", "### Failed runs", ""]
         lines += [f"- {r['run']}: {r['message'] or 'failed'}; log: `{r['log']}`" for r in failed]
-    lines += ["", "## The paper's Table 3 (other methods, as reported; context only, not reproduced)", "",
-              paper_table3_markdown(info.sites), "## Notes", "", f"- {SITE_ASSUMPTION}",
+    if not tables3:
+        lines += ["", "## The paper's Table 3 (other methods, as reported; context only, not reproduced)", "",
+                  paper_table3_markdown(info.sites)]
+    else:
+        lines += [""]
+    lines += ["## Notes", "", f"- {SITE_ASSUMPTION}",
               "- Each cell is measured as is; nothing (simulator, seeds, protocol) was tuned toward the paper's numbers.",
               ""]
     path = out / "README.md"

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
+from monai.bundle import ConfigParser
 
+from custom_losses import DISTILLATION_TERMS
 from tools.bundles import BUNDLES_DIR
 
-from .plan import Run
+from .plan import DEFAULT_OBJECTIVE, OBJECTIVES, Run
 
 __all__ = [
     "PROFILES",
@@ -41,6 +43,7 @@ __all__ = [
     "run_dir",
     "is_evaluated",
     "train_command",
+    "distill_terms",
     "evaluate_command",
     "shell_text",
     "launch_subprocess",
@@ -166,11 +169,12 @@ def is_evaluated(folder: Path) -> bool:
     return all((Path(folder) / "eval" / name).is_file() for name in EVAL_FILES)
 
 
-def _config_files(run: Run, settings: Settings, stage: str) -> List[str]:
+def _config_paths(run: Run, settings: Settings, stage: str) -> List[Path]:
     configs = settings.bundles_dir / run.bundle / "configs"
     files = [configs / "train.yaml"]
     if stage == "train" and run.teacher:
         files.append(configs / "distill.yaml")
+        files += [configs / name for name in OBJECTIVES[run.objective]]
     if PROFILES[settings.profile]:
         files.append(configs / PROFILES[settings.profile])
     if stage == "evaluate":
@@ -178,7 +182,38 @@ def _config_files(run: Run, settings: Settings, stage: str) -> List[str]:
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"config file(s) of bundle {run.bundle!r} not found: {', '.join(missing)}.")
-    return ["[" + ",".join(f"'{f}'" for f in files) + "]"]
+    return files
+
+
+def _config_files(run: Run, settings: Settings, stage: str) -> List[str]:
+    return ["[" + ",".join(f"'{f}'" for f in _config_paths(run, settings, stage)) + "]"]
+
+
+def _is_terms_override(key: str) -> bool:
+    return key == "distill_terms" or key.startswith("distill_terms#")
+
+
+def distill_terms(run: Run, settings: Settings) -> Dict[str, float]:
+    """The ``--distill_terms`` of a distillation run: the run's terms at the weights of its merged configs
+    (``distill.yaml``, the objective's config, the profile, then the study's ``distill_terms`` overrides).
+
+    The run's terms are Table 4's modules (:attr:`Run.terms`) for the default objective, and for another objective
+    the terms its config sets (e.g. EMKD's ``kd_logits``, ``emkd_importance``, ``emkd_region_affinity``).
+
+    Raises:
+        ValueError: a term of the run has no weight in the configs.
+    """
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in _config_paths(run, settings, "train")])
+    terms = run.terms if run.objective == DEFAULT_OBJECTIVE else tuple(parser["distill_terms"])
+    for key, value in settings.overrides.items():
+        if _is_terms_override(key):
+            parser[key] = value
+    weights = parser["distill_terms"]
+    missing = [term for term in terms if term not in weights]
+    if missing:
+        raise ValueError(f"run {run.key}: distill_terms {dict(weights)} has no weight for {missing} ({run.label}).")
+    return {term: weights[term] for term in DISTILLATION_TERMS if term in terms}
 
 
 def _common_args(run: Run, settings: Settings) -> List[str]:
@@ -191,8 +226,9 @@ def _common_args(run: Run, settings: Settings) -> List[str]:
 
 
 def train_command(run: Run, settings: Settings) -> List[str]:
-    """``python -m monai.bundle run training`` of ``run``: ``train.yaml`` (+ ``distill.yaml`` with the teacher's
-    bundle, its weights from the teacher's run folder and the module switches) + the profile."""
+    """``python -m monai.bundle run training`` of ``run``: ``train.yaml`` (+ ``distill.yaml`` and the objective's
+    config (:data:`tools.study.plan.OBJECTIVES`), with the teacher's bundle, its weights from the teacher's run folder
+    and the run's :func:`distill_terms`) + the profile."""
     command = [settings.python, "-m", "monai.bundle", "run", "training", "--config_file"]
     command += _config_files(run, settings, "train") + _common_args(run, settings) + ["--seed", str(run.seed)]
     if run.teacher:
@@ -202,8 +238,8 @@ def train_command(run: Run, settings: Settings) -> List[str]:
             "--teacher_bundle", str(settings.bundles_dir / teacher_run.bundle),
             "--teacher_ckpt", str(run_dir(teacher_run, settings.out_dir) / "models" / "model.pt"),
         ]
-        for switch, on in run.switches.items():
-            command += [f"--{switch}", _cli_value(on)]
+        command += ["--distill_terms", _cli_value(distill_terms(run, settings))]
+        return command + _cli_args({k: v for k, v in settings.overrides.items() if not _is_terms_override(k)})
     return command + _cli_args(settings.overrides)
 
 

@@ -1,5 +1,6 @@
-"""The study's tables: Table 2 (per target site: teachers, students w/o and w/ each teacher), Table 4 (the
-ablation), per-case metrics, with the paper's reported numbers beside ours.
+"""The study's tables: Table 2 (per target site: teachers, students w/o and w/ each teacher), Table 3 (the
+distillation objectives of a student-teacher pair side by side), Table 4 (the ablation), per-case metrics, with the
+paper's reported numbers beside ours.
 
 Numbers are read back from the run folders: ``eval/metrics.csv`` (``test_dice``: the mean over the target
 site's cases of the 3D Dice per volume) and the per-case ``eval/test_{dice,hd95,asd}_raw.csv`` of MONAI's
@@ -22,12 +23,15 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tools.data.layout import SITES
 
-from .plan import ABLATION_GRID, DISPLAY_NAMES, Run
+from .plan import ABLATION_GRID, DEFAULT_OBJECTIVE, DISPLAY_NAMES, OBJECTIVE_NAMES, OBJECTIVES, Run
 from .runner import Outcome, is_evaluated, run_dir
 
 __all__ = [
     "PAPER_TABLE2",
     "PAPER_TABLE3",
+    "PAPER_TABLE3_PAIR",
+    "PAPER_TABLE3_ROWS",
+    "TABLE3_NOT_RUN",
     "PAPER_TABLE4",
     "paper_site",
     "RunResult",
@@ -38,9 +42,14 @@ __all__ = [
     "Cell",
     "Row",
     "table2_rows",
+    "table3_rows",
     "table4_rows",
     "markdown_table",
     "write_table",
+    "table3_markdown",
+    "write_table3",
+    "ObjectiveRanking",
+    "objective_ranking",
     "paper_table2_markdown",
     "paper_table3_markdown",
     "per_case_rows",
@@ -89,7 +98,35 @@ PAPER_TABLE3: Dict[str, Tuple[float, ...]] = {
     "SAML": (0.896, 0.875, 0.843, 0.886, 0.873, 0.883),
     "DRDG": (0.709, 0.758, 0.665, 0.739, 0.857, 0.826),
 }
-"""The paper's Table 3 (other methods; context only, not reproduced here)."""
+"""The paper's Table 3 (its ENet distilled from DeepLabV3+, two distillation and two domain-generalisation methods)."""
+
+PAPER_TABLE3_PAIR = ("enet", "deeplabv3plus")
+"""The student and teacher of the paper's Table 3 (its row "Student: Enet" is Table 2's ENet w/ DeepLabV3+)."""
+
+PAPER_TABLE3_ROWS: Dict[str, str] = {
+    DEFAULT_OBJECTIVE: "ENet w/ DeepLabV3+ (the paper's method)",
+    "paper_literal": "ENet w/ DeepLabV3+ (the paper's method)",
+    "emkd": "EMKD",
+}
+"""Objective -> the row of :data:`PAPER_TABLE3` printed beside ours: the default and ``paper_literal`` are both this
+project's runs of the paper's method (with and without the departures of docs/distillation.md)."""
+
+TABLE3_NOT_RUN: Dict[str, Tuple[str, str, bool]] = {
+    "MSKD": ("MSKD [26]", "not run: objective not identified (docs/distillation.md)", False),
+    "SAML": ("SAML [25]", "not run: domain generalisation, not a distillation objective", True),
+    "DRDG": ("DRDG [24]", "not run: domain generalisation, not a distillation objective", True),
+}
+"""Rows of the paper's Table 3 that the study does not run: key of :data:`PAPER_TABLE3` -> (label, note, shown only
+for the paper's pair). MSKD is a distillation objective, so its row is in every Table 3."""
+
+OBJECTIVE_NOTES: Dict[str, str] = {
+    DEFAULT_OBJECTIVE: "this project's objective",
+    "paper_literal": "the paper's eq. 8 as written",
+    "emkd": "EMKD (Qin et al., TMI 2021)",
+}
+"""Objective -> what Table 3's note says of it, before its configs (:data:`tools.study.plan.OBJECTIVES`)."""
+OBJECTIVE_LABELS: Dict[str, str] = {"emkd": "EMKD [27]"}
+"""Objective -> its row label in Table 3 when it differs from :data:`tools.study.plan.OBJECTIVE_NAMES`."""
 
 
 def paper_site(site: str) -> str:
@@ -206,20 +243,25 @@ class Cell:
         """Sample standard deviation over seeds (ddof=1); ``None`` with fewer than two seeds."""
         return statistics.stdev(self.values) if self.status == "done" and len(self.values) > 1 else None
 
-    def text(self, digits: int = 3) -> str:
+    def text(self, digits: int = 3, seeds: bool = False) -> str:
+        """``mean ± std`` (``mean`` with one seed); with ``seeds``, the seed count: ``0.812 ± 0.021 (2 seeds)``."""
         if self.status == "done":
-            return f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
+            text = f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
+            n = len(self.values)
+            return text + (f" ({n} seed{'s' if n > 1 else ''})" if seeds else "")
         return {"empty": "", "failed": "failed", "not run": "not run"}[self.status]
 
 
 @dataclass
 class Row:
-    """One table row: its label, its cells per site and the paper's value per site (``None``: not reported)."""
+    """One table row: its label, its cells per site and the paper's value per site (``None``: not reported);
+    ``note`` says what the row is (Table 3: the objective's configs, or why it was not run)."""
 
     key: Tuple[str, ...]
     label: str
     cells: Dict[str, Cell]
     paper: Dict[str, Optional[float]]
+    note: str = ""
 
 
 def _cells(results: Mapping[str, RunResult], sites: Sequence[str], match) -> Dict[str, Cell]:
@@ -238,7 +280,7 @@ def _sites_of(results: Mapping[str, RunResult]) -> List[str]:
 
 
 def table2_rows(results: Mapping[str, RunResult], teachers: Sequence[str], students: Sequence[str]) -> List[Row]:
-    """Table 2: each teacher's Dice, then per student: w/o, and w/ each teacher (all three modules)."""
+    """Table 2: each teacher's Dice, then per student: w/o, and w/ each teacher (all modules, the default objective)."""
     sites = _sites_of(results)
     specs: List[Tuple[Tuple[str, ...], str, Callable[[Run], bool]]] = []
     for t in teachers:
@@ -247,11 +289,43 @@ def table2_rows(results: Mapping[str, RunResult], teachers: Sequence[str], stude
         specs.append((("wo", s), f"{DISPLAY_NAMES[s]} w/o", lambda r, s=s: r.variant == "wo" and r.network == s))
         for t in teachers:
             specs.append((("w", s, t), f"{DISPLAY_NAMES[s]} w/ {DISPLAY_NAMES[t]}",
-                          lambda r, s=s, t=t: r.variant == "w" and r.network == s and r.teacher == t))
+                          lambda r, s=s, t=t: r.variant == "w" and r.network == s and r.teacher == t
+                          and r.objective == DEFAULT_OBJECTIVE))
     return [
         Row(key, label, _cells(results, sites, match), {site: _paper_value(PAPER_TABLE2.get(key), site) for site in sites})
         for key, label, match in specs
     ]
+
+
+def table3_rows(results: Mapping[str, RunResult], teacher: str, student: str) -> List[Row]:
+    """Table 3: ``student`` distilled from ``teacher`` under each objective that ran (:data:`OBJECTIVES` order), after
+    the student alone (``w/o``, the reference without distillation), then MSKD (not run), and for the paper's pair
+    (:data:`PAPER_TABLE3_PAIR`) SAML and DRDG (not run); the paper's Table 3 numbers beside ours."""
+    sites = _sites_of(results)
+    paper_pair = (student, teacher) == PAPER_TABLE3_PAIR
+
+    def paper(values):
+        return {site: _paper_value(values if paper_pair else None, site) for site in sites}
+
+    rows = [Row(("wo", student), f"{DISPLAY_NAMES[student]} w/o",
+                _cells(results, sites, lambda r: r.variant == "wo" and r.network == student),
+                paper(PAPER_TABLE2.get(("wo", student))), "reference: no distillation (Table 2)")]
+    for objective in OBJECTIVES:
+        def match(r, objective=objective):
+            return r.variant == "w" and r.network == student and r.teacher == teacher and r.objective == objective
+
+        cells = _cells(results, sites, match)
+        if all(c.status == "empty" for c in cells.values()):
+            continue
+        configs = " + ".join(("distill.yaml", *OBJECTIVES[objective]))
+        note = f"{OBJECTIVE_NOTES[objective]}: {configs}" if objective in OBJECTIVE_NOTES else configs
+        label = OBJECTIVE_LABELS.get(objective, OBJECTIVE_NAMES[objective])
+        rows.append(Row(("objective", student, teacher, objective), label, cells,
+                        paper(PAPER_TABLE3.get(PAPER_TABLE3_ROWS.get(objective))), note))
+    for key, (label, note, paper_pair_only) in TABLE3_NOT_RUN.items():
+        if paper_pair or not paper_pair_only:
+            rows.append(Row(("not_run", key), label, {site: Cell() for site in sites}, paper(PAPER_TABLE3[key]), note))
+    return rows
 
 
 def table4_rows(results: Mapping[str, RunResult], teacher: str, student: str) -> List[Row]:
@@ -314,19 +388,113 @@ def write_table(rows: Sequence[Row], md_path: Path, title: str, notes: Sequence[
             for site, cell in row.cells.items():
                 if cell.status == "empty":
                     continue
-                writer.writerow({
-                    "row": "/".join(row.key),
-                    "label": row.label,
-                    "site": site,
-                    "paper_site": paper_site(site),
-                    "status": cell.status,
-                    "n_seeds": len(cell.values),
-                    "mean": "" if cell.mean is None else f"{cell.mean:.6f}",
-                    "std": "" if cell.std is None else f"{cell.std:.6f}",
-                    "values": " ".join(f"{v:.6f}" for v in cell.values),
-                    "paper": "" if row.paper.get(site) is None else row.paper[site],
-                })
+                writer.writerow(_csv_line(row, site, cell))
     return md_path, csv_path
+
+
+def _csv_line(row: Row, site: str, cell: Cell) -> dict:
+    return {
+        "row": "/".join(row.key),
+        "label": row.label,
+        "site": site,
+        "paper_site": paper_site(site),
+        "status": cell.status,
+        "n_seeds": len(cell.values),
+        "mean": "" if cell.mean is None else f"{cell.mean:.6f}",
+        "std": "" if cell.std is None else f"{cell.std:.6f}",
+        "values": " ".join(f"{v:.6f}" for v in cell.values),
+        "paper": "" if row.paper.get(site) is None else row.paper[site],
+    }
+
+
+def table3_markdown(rows: Sequence[Row], digits: int = 3) -> str:
+    """Table 3's rows as markdown: one column per target site (mean ± std over seeds with the seed count; ``not run``
+    for a row that was not run), each followed by the paper's number, then the row's note."""
+    sites = list(rows[0].cells) if rows else []
+    header = ["objective"]
+    for site in sites:
+        header += [f"{site} ({paper_site(site)})", f"paper {paper_site(site)}"]
+    header.append("configs / note")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.label]
+        for site in sites:
+            cell = row.cells[site]
+            cells.append("not run" if cell.status == "empty" else cell.text(digits, seeds=True))
+            paper = row.paper.get(site)
+            cells.append("" if paper is None else f"{paper:.3f}")
+        cells.append(row.note)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+TABLE3_CSV_COLUMNS = ("pair", *CSV_COLUMNS, "note")
+
+
+def write_table3(
+    tables: Sequence[Tuple[str, str, Sequence[Row]]], md_path: Path, notes: Sequence[str] = ()
+) -> Tuple[Path, Path]:
+    """``md_path`` (``table3.md``: the notes, then one section per ``(student, teacher, rows)``) and the long-format
+    CSV beside it (one line per cell, the rows that were not run included with the paper's number)."""
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Table 3: distillation objectives on the unseen target site\n\n" + "".join(f"{n}\n" for n in notes)
+    for student, teacher, rows in tables:
+        text += f"\n## {DISPLAY_NAMES[student]} distilled from {DISPLAY_NAMES[teacher]}\n\n" + table3_markdown(rows)
+    md_path.write_text(text)
+    csv_path = md_path.with_suffix(".csv")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE3_CSV_COLUMNS)
+        writer.writeheader()
+        for student, teacher, rows in tables:
+            for row in rows:
+                for site, cell in row.cells.items():
+                    line = _csv_line(row, site, cell)
+                    if cell.status == "empty":
+                        line["status"] = "not run"
+                    writer.writerow({"pair": f"{student}/{teacher}", **line, "note": row.note})
+    return md_path, csv_path
+
+
+@dataclass
+class ObjectiveRanking:
+    """Table 3's objectives ranked by their mean Dice over ``sites``, the target sites where every objective is done.
+
+    Attributes:
+        sites: the sites of the means, in the paper's order.
+        means: objective -> mean over ``sites`` of its cells' means (over seeds), best first.
+        wins: objective -> the sites where its mean is the highest.
+        labels: objective -> its row label.
+        wo: the student alone's mean over the same sites (``None`` unless done on all of them).
+    """
+
+    sites: List[str]
+    means: Dict[str, float]
+    wins: Dict[str, List[str]]
+    labels: Dict[str, str]
+    wo: Optional[float] = None
+
+
+def objective_ranking(rows: Sequence[Row]) -> Optional[ObjectiveRanking]:
+    """The :class:`ObjectiveRanking` of :func:`table3_rows`' objectives; ``None`` with fewer than two objectives or no
+    site where all of them are done."""
+    objectives = {row.key[3]: row for row in rows if row.key[0] == "objective"}
+    if len(objectives) < 2:
+        return None
+    first = next(iter(objectives.values()))
+    sites = [s for s in first.cells if all(row.cells[s].status == "done" for row in objectives.values())]
+    if not sites:
+        return None
+    means = {name: statistics.fmean(row.cells[s].mean for s in sites) for name, row in objectives.items()}
+    order = sorted(means, key=means.get, reverse=True)
+    best = {s: max(objectives, key=lambda o: objectives[o].cells[s].mean) for s in sites}
+    wins = {name: [s for s in sites if best[s] == name] for name in order}
+    wo = next((row for row in rows if row.key[0] == "wo"), None)
+    wo_mean = None
+    if wo is not None and all(wo.cells[s].status == "done" for s in sites):
+        wo_mean = statistics.fmean(wo.cells[s].mean for s in sites)
+    labels = {name: objectives[name].label for name in order}
+    return ObjectiveRanking(sites, {name: means[name] for name in order}, wins, labels, wo_mean)
 
 
 def _paper_markdown(rows: Mapping[str, Sequence[float]], sites: Sequence[str]) -> str:
@@ -356,18 +524,23 @@ def paper_table3_markdown(sites: Sequence[str] = SITES) -> str:
     return _paper_markdown(PAPER_TABLE3, sites)
 
 
-PER_CASE_COLUMNS = ("run", "site", "seed", "network", "variant", "teacher", "modules", "case", "dice", "hd95", "asd")
+PER_CASE_COLUMNS = ("run", "site", "seed", "network", "variant", "teacher", "modules", "objective", "case", "dice",
+                    "hd95", "asd")
 
 
 def per_case_rows(results: Mapping[str, RunResult]) -> List[dict]:
-    """One row per (run, case) of every evaluated run: Dice, HD95 (mm), ASD (mm) on the target site."""
+    """One row per (run, case) of every evaluated run: Dice, HD95 (mm), ASD (mm) on the target site. ``modules`` are
+    Table 4's modules of a default-objective distillation run; ``objective`` is the distillation objective
+    (:data:`OBJECTIVES`; empty for teachers and ``w/o`` runs)."""
     rows = []
     for key, result in results.items():
         run = result.run
         for case in result.cases:
             rows.append({
                 "run": key, "site": run.site, "seed": run.seed, "network": run.network, "variant": run.variant,
-                "teacher": run.teacher or "", "modules": "+".join(run.modules), "case": case["case"],
+                "teacher": run.teacher or "",
+                "modules": "+".join(run.modules) if run.objective == DEFAULT_OBJECTIVE else "",
+                "objective": run.objective if run.teacher else "", "case": case["case"],
                 "dice": case["dice"], "hd95": case["hd95"], "asd": case["asd"],
             })
     return rows

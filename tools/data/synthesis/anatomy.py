@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.stats import norm
 
 from .fields import (
     Coords,
@@ -35,10 +36,12 @@ from .fields import (
 __all__ = ["T2Levels", "PelvisAnatomy", "PelvisRender", "sample_t2_levels", "sample_pelvis", "render_pelvis"]
 
 
-COIL_ANTERIOR_FRACTION = 0.6
+COIL_ANTERIOR_FRACTION = 0.3
 """Position of the endorectal coil's loop inside the balloon: ``rectum_y - f * balloon half depth``. The
 loop lies against the balloon's anterior face, towards the prostate (device design of inflatable
-endorectal coils, e.g. Medrad eCoil); 0.6 keeps it about 6-8 mm behind the anterior rectal wall."""
+endorectal coils, e.g. Medrad eCoil). 0.3, with a 20-30 mm fall-off (:mod:`.sites`), gives the intensity
+profile from the rectal wall through the gland of the real case (docs/realism.md, "coil profile"); the
+earlier 0.6 with a 9-13 mm fall-off put a 6-8 std spike at the rectal wall where the real case has 2.5."""
 
 
 def _u(rng: np.random.Generator, low: float, high: float) -> float:
@@ -68,6 +71,7 @@ class T2Levels:
     urethra: float
     lesion: float
     vein: float
+    spongiosum: float
 
 
 def sample_t2_levels(rng: np.random.Generator, fat_level: Tuple[float, float]) -> T2Levels:
@@ -77,21 +81,22 @@ def sample_t2_levels(rng: np.random.Generator, fat_level: Tuple[float, float]) -
         muscle=_u(rng, 0.2, 0.3),
         cortex=_u(rng, 0.02, 0.05),
         marrow=_u(rng, 0.4, 0.6),
-        urine=_u(rng, 1.0, 1.25),
+        urine=_u(rng, 0.45, 1.25),
         bladder_wall=_u(rng, 0.15, 0.25),
-        sv_fluid=_u(rng, 1.0, 1.2),
+        sv_fluid=_u(rng, 0.6, 1.2),
         rectal_wall=_u(rng, 0.18, 0.28),
         mucosa=_u(rng, 0.4, 0.6),
         stool=_u(rng, 0.25, 0.5),
         gel=_u(rng, 0.8, 1.0),
         peripheral_zone=_u(rng, 0.6, 0.9),
-        central_gland=_u(rng, 0.38, 0.52),
-        nodule_contrast=_u(rng, 0.06, 0.16),
+        central_gland=_u(rng, 0.42, 0.7),
+        nodule_contrast=_u(rng, 0.1, 0.25),
         stroma=_u(rng, 0.12, 0.2),
         capsule=_u(rng, 0.1, 0.18),
         urethra=_u(rng, 0.45, 0.7),
         lesion=_u(rng, 0.22, 0.34),
         vein=_u(rng, 0.85, 1.1),
+        spongiosum=_u(rng, 0.6, 0.9),
     )
 
 
@@ -106,6 +111,12 @@ class PelvisAnatomy:
     Levator ani: ``levator_gap`` from the gland's anterolateral and lateral surface, ``levator_thickness``
     thick, continued as a sling behind the rectum. Ischioanal fossae: ellipses ``fossa_center`` (right side,
     mirrored) with semi-axes ``fossa_semi`` between ``fossa_z`` (the roof rises 0.4 mm per mm laterally).
+    Below the apex: the external urethral sphincter, a muscle cylinder of radius ``sphincter_radius`` around the
+    membranous urethra, ``sphincter_length`` long; the perineal muscles (deep transverse perineal muscle,
+    puboperineal part of the levator ani and perineal body) filling the space between the rectum's anterior
+    wall and the pubic arch, ``perineal_half_width`` wide, down to ``perineal_depth`` below the apex; the bulb
+    of the penis, an ellipsoid at ``bulb_center`` (prostate frame ``yp``, ``zp``) of semi-axes ``bulb_semi``.
+    In front of the gland: the detrusor apron, a fibromuscular sheet ``apron_thickness`` thick.
     Body: an ellipse of semi-axes ``body_semi``, about 340-405 x 220-285 mm overall (adult pelvis), so every
     site's field of view cuts it laterally. Sources of the numbers: :mod:`.calibration`.
     """
@@ -162,6 +173,15 @@ class PelvisAnatomy:
     fossa_center: Tuple[float, float]  # ischioanal fossa, right side (x > 0, mirrored), y
     fossa_semi: Tuple[float, float]
     fossa_z: Tuple[float, float]
+    # below the apex and in front of the gland (prostate frame)
+    sphincter_radius: float
+    sphincter_length: float
+    perineal_half_width: float
+    perineal_depth: float
+    perineal_fat: float  # fraction of fat between the perineal muscles
+    bulb_center: Tuple[float, float]  # yp, zp
+    bulb_semi: Tuple[float, float, float]
+    apron_thickness: float
 
     def prostate_extent_z(self) -> Tuple[float, float]:
         """Bounds on the patient ``z`` the prostate can reach: the tilted gland grown by 2.5 standard
@@ -240,6 +260,18 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
     fossa_semi = (_u(rng, 15.0, 25.0), _u(rng, 25.0, 38.0))
     fossa_center = (_u(rng, 30.0, 42.0) + 0.5 * fossa_semi[0], rectum_y + _u(rng, 0.0, 15.0))
     fossa_z = (-height - _u(rng, 40.0, 60.0), height * _u(rng, 0.0, 0.6))
+    # below the apex: membranous urethra 10-20 mm long in its striated sphincter, 12-18 mm across; perineal
+    # muscles about 40-55 mm wide; bulb of the penis 20-30 mm wide under the perineal membrane (Gray's
+    # Anatomy, "urogenital triangle"; MRI anatomy of the male pelvic floor)
+    sphincter_radius = _u(rng, 6.0, 9.0)
+    sphincter_length = _u(rng, 10.0, 20.0)
+    bulb_semi = (_u(rng, 10.0, 15.0), _u(rng, 7.0, 11.0), _u(rng, 9.0, 14.0))
+    bulb_center = (-0.2 * anterior + _u(rng, 0.0, 6.0), -height - sphincter_length - 0.7 * bulb_semi[2])
+    perineal_half_width = _u(rng, 20.0, 28.0)
+    perineal_depth = sphincter_length + _u(rng, 15.0, 30.0)
+    # fat between the muscle bundles: real-case statistic, the region 10-20 mm below the real apex is 0.6 std
+    # darker than the gland (pure muscle made it 1.2 std darker in the simulator)
+    perineal_fat = _u(rng, 0.25, 0.6)
     fat = _u(rng, 10.0, 35.0)
     body_ant = cavity_ant - obturator - 2.0 * wall_radius - _u(rng, 8.0, 25.0) - fat
     body_post = sacrum[2] + sacrum_radius + _u(rng, 5.0, 20.0) + fat
@@ -264,6 +296,9 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
         cleft_depth=_u(rng, 20.0, 45.0), deformation_mm=_u(rng, 2.0, 5.0),
         outer_deformation_mm=_u(rng, 3.0, 6.0),
         fossa_center=fossa_center, fossa_semi=fossa_semi, fossa_z=fossa_z,
+        sphincter_radius=sphincter_radius, sphincter_length=sphincter_length,
+        perineal_half_width=perineal_half_width, perineal_depth=perineal_depth, perineal_fat=perineal_fat,
+        bulb_center=bulb_center, bulb_semi=bulb_semi, apron_thickness=_u(rng, 2.0, 4.0),
     )
 
 
@@ -410,7 +445,8 @@ def _organ_extent(a: PelvisAnatomy) -> Tuple[float, float, float]:
     rect_post = a.rectum_y + (a.balloon_semi[1] if a.endorectal_coil else a.rectum_semi[1]) + a.rectum_wall
     half_width = max(abs(a.bladder_center[0]) + a.bladder_semi[0], a.sv_center[0] + a.sv_semi[0],
                      max(a.lateral, a.balloon_semi[0] if a.endorectal_coil else a.rectum_semi[0])
-                     + a.levator_gap + a.levator_thickness, 1.3 * a.lateral + 7.0) + abs(a.rectum_x)
+                     + a.levator_gap + a.levator_thickness, 1.3 * a.lateral + 7.0,
+                     a.perineal_half_width, a.bulb_semi[0]) + abs(a.rectum_x)
     y_low = min(a.bladder_center[1] - a.bladder_semi[1], -1.3 * a.anterior - 7.0)
     y_high = max(rect_post + 4.0, 1.3 * a.posterior + 7.0) + a.rectum_curvature * 60.0**2
     return half_width, y_low, y_high
@@ -475,6 +511,36 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
     hug *= fraction_inside(f32(-0.9 * a.anterior) - y, width) * fraction_inside(z - f32(0.7 * a.height), 4.0)
     blend(signal, np.maximum(lev, hug), levels.muscle * (1.0 + f32(0.15) * mid))
     del d_lev, lev, hug
+
+    # ---- below the apex: perineal muscles between the rectum and the pubic arch (with thin fat planes),
+    # the external urethral sphincter around the membranous urethra, the bulb of the penis in its tunica
+    above_apex = zp + f32(a.height)  # mm above the apex along the gland's axis
+    rect_front = a.rectum_y - (a.balloon_semi[1] if a.endorectal_coil else a.rectum_semi[1]) - a.rectum_wall
+    front = -a.anterior - 5.0
+    d_perineal = ellipsoid_distance((x - f32(a.rectum_x), y), (0.0, 0.5 * (rect_front + front)),
+                                    (a.perineal_half_width, 0.5 * (rect_front - front) + 2.0))
+    perineal = fraction_inside(d_perineal, width) * fraction_inside(above_apex - f32(0.3 * a.height), 4.0) * (
+        fraction_inside(-above_apex - f32(a.perineal_depth), 4.0))
+    fatty = np.clip((mid - f32(norm.ppf(1.0 - a.perineal_fat))) * f32(2.0), 0.0, 1.0)
+    blend(signal, perineal, levels.muscle * (1.0 + f32(0.12) * fine) * (1.0 - fatty)
+          + fatty * f32(levels.fat) * (1.0 + f32(0.1) * fine))
+    d_sphincter = np.sqrt(xp**2 + (yp + f32(0.2 * a.anterior)) ** 2)
+    along = fraction_inside(above_apex - f32(0.4 * a.height), 4.0) * fraction_inside(
+        -above_apex - f32(a.sphincter_length), 3.0)
+    blend(signal, fraction_inside(d_sphincter - f32(a.sphincter_radius), width) * along,
+          levels.muscle * (1.0 + f32(0.1) * fine))
+    blend(signal, fraction_inside(d_sphincter - f32(2.0), width) * along, levels.urethra)
+    d_bulb = ellipsoid_distance((xp, yp, zp), (0.0,) + tuple(a.bulb_center), a.bulb_semi)
+    blend(signal, fraction_inside(d_bulb, width), levels.capsule)
+    blend(signal, fraction_inside(d_bulb + f32(1.5), width), levels.spongiosum * (1.0 + f32(0.1) * fine))
+    del above_apex, d_perineal, perineal, fatty, d_sphincter, along, d_bulb
+
+    # ---- detrusor apron: a fibromuscular sheet on the gland's anterior surface, from the bladder neck down
+    apron = (fraction_inside(d_prostate - f32(1.0 + a.apron_thickness), width)
+             - fraction_inside(d_prostate - f32(1.0), width))
+    apron *= fraction_inside(yp + f32(0.3 * a.anterior), width)  # in front of the gland
+    blend(signal, apron, levels.muscle * (1.0 + f32(0.15) * mid))
+    del apron
 
     # ---- bladder, its wall wrapping the prostate base
     d_bladder = ellipsoid_distance((x, y, z), a.bladder_center, a.bladder_semi)

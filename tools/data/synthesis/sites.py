@@ -91,7 +91,7 @@ SITES: Tuple[SiteSpec, ...] = (
         native_inplane_mm=(0.4, 0.4), slice_mm=(3.0, 3.0), fov_mm=(120.0, 140.0), coverage_mm=(60.0, 75.0),
         orientation="LPS", dtype="int16", intensity_scale=(350.0, 520.0), gamma=(0.8, 0.9),
         fat_level=(0.85, 0.95), noise_at_3t=(0.03, 0.04), noise_correlation_px=0.0,
-        surface_bias=(0.1, 0.25), coil_gain=(15.0, 35.0), coil_falloff_mm=(10.0, 14.0),
+        surface_bias=(0.1, 0.25), coil_gain=(10.0, 25.0), coil_falloff_mm=(22.0, 30.0),
         zone_labels=False, mask_suffix="_Segmentation", numbering=((0, None),),
     ),
     SiteSpec(
@@ -118,7 +118,7 @@ SITES: Tuple[SiteSpec, ...] = (
         native_inplane_mm=(0.25, 0.27), slice_mm=(2.2, 3.0), fov_mm=(130.0, 150.0), coverage_mm=(70.0, 90.0),
         orientation="LPS", dtype="float32", intensity_scale=(90.0, 160.0), gamma=(0.9, 1.0),
         fat_level=(0.8, 0.9), noise_at_3t=(0.035, 0.05), noise_correlation_px=0.5,
-        surface_bias=(0.1, 0.25), coil_gain=(20.0, 45.0), coil_falloff_mm=(9.0, 13.0),
+        surface_bias=(0.1, 0.25), coil_gain=(15.0, 30.0), coil_falloff_mm=(20.0, 28.0),
         zone_labels=False, mask_suffix="_segmentation", numbering=((0, 1), (2, None)),
     ),
     SiteSpec(
@@ -127,7 +127,7 @@ SITES: Tuple[SiteSpec, ...] = (
         native_inplane_mm=(0.625, 0.625), slice_mm=(3.6, 3.6), fov_mm=(190.0, 230.0), coverage_mm=(65.0, 80.0),
         orientation="LPS", dtype="int16", intensity_scale=(150.0, 250.0), gamma=(0.75, 0.85),
         fat_level=(0.9, 1.0), noise_at_3t=(0.028, 0.035), noise_correlation_px=0.0,
-        surface_bias=(0.15, 0.3), coil_gain=(12.0, 30.0), coil_falloff_mm=(11.0, 17.0),
+        surface_bias=(0.15, 0.3), coil_gain=(8.0, 20.0), coil_falloff_mm=(24.0, 32.0),
         zone_labels=False, mask_suffix="_segmentation", numbering=((38, None),),
     ),
 )
