@@ -371,9 +371,11 @@ def test_the_field_of_view_cuts_the_body_as_in_a_real_scan(cases):
 
 
 def test_simulated_bidmc_is_close_to_the_real_case_on_image_statistics(real_case_dir):
-    """The statistics the simulator was calibrated on (docs/realism.md), with margins. The simulator before
-    calibration (commit 2c32a3b) fails it: gland contrast -0.83 against the real -0.12 (its texture slope and
-    skewness are also outside these margins in docs/realism.md)."""
+    """The statistics the simulator is calibrated on (docs/realism.md, rounds 1 and 2), with margins. Round 1's
+    simulator (commit 65ac201) fails it: 10-20 mm below the apex it is 0.18 std brighter than the gland (real
+    -0.63), its coil puts 7.3 std on the rectal wall (real 2.2) and its anterior sector is -0.37 (real -1.05).
+    Round 2 traded the whole-volume histogram for these local statistics (W1 0.08 -> 0.16, skewness 6.0 -> 2.5,
+    shell contrast -0.31 -> +0.27; real 5.57 and -0.12), so those are only bounded loosely here."""
     from tools.data.realism import load_lps, measure_case, wasserstein_quantiles
 
     vol, mask, spacing = load_lps(real_case_dir / "Case00.nii.gz", real_case_dir / "Case00_segmentation.nii.gz")
@@ -382,10 +384,21 @@ def test_simulated_bidmc_is_close_to_the_real_case_on_image_statistics(real_case
     for number in case_numbers(get_site("BIDMC"), 4):
         case = synthesize_case("BIDMC", number, seed=0, size=96)
         sims.append(measure_case(case.image.astype(np.float64), case.label > 0, case.geometry.spacing_mm))
-    median = {k: float(np.median([s.stats[k] for s in sims])) for k in real.stats}
-    w1 = float(np.median([wasserstein_quantiles(s.quantiles, real.quantiles) for s in sims]))
-    assert w1 < 0.12, w1
-    assert abs(median["contrast"] - real.stats["contrast"]) < 0.3, (median["contrast"], real.stats["contrast"])
-    assert abs(median["spectral_slope"] - real.stats["spectral_slope"]) < 0.35, median["spectral_slope"]
-    assert abs(median["skewness"] - real.stats["skewness"]) < 1.5, median["skewness"]
+    median = {k: float(np.nanmedian([s.stats[k] for s in sims])) for k in real.stats}
+
+    def gap(key):
+        return abs(median[key] - real.stats[key])
+
+    # round 2: what the network sees where the gland is not, and the coil's near field
+    assert gap("below_apex_contrast") < 0.3, median["below_apex_contrast"]
+    assert gap("anterior_contrast") < 0.5, median["anterior_contrast"]
+    assert gap("lateral_contrast") < 0.35, median["lateral_contrast"]
+    assert median["wall_-3mm"] - real.stats["wall_-3mm"] < 2.0, median["wall_-3mm"]
+    # round 1, kept
+    assert gap("spectral_slope") < 0.35, median["spectral_slope"]
     assert median["coil_gradient"] > 1.0
+    # traded off in round 2: loose bounds
+    w1 = float(np.median([wasserstein_quantiles(s.quantiles, real.quantiles) for s in sims]))
+    assert w1 < 0.2, w1
+    assert gap("contrast") < 0.5, median["contrast"]
+    assert median["skewness"] > 1.5, median["skewness"]
