@@ -39,8 +39,8 @@ __all__ = ["T2Levels", "PelvisAnatomy", "PelvisRender", "sample_t2_levels", "sam
 COIL_ANTERIOR_FRACTION = 0.3
 """Position of the endorectal coil's loop inside the balloon: ``rectum_y - f * balloon half depth``. The
 loop lies against the balloon's anterior face, towards the prostate (device design of inflatable
-endorectal coils, e.g. Medrad eCoil). 0.3, with a 20-30 mm fall-off (:mod:`.sites`), gives the intensity
-profile from the rectal wall through the gland of the real case (docs/realism.md, "coil profile"); the
+endorectal coils, e.g. Medrad eCoil). 0.3, with a 20-32 mm fall-off (:mod:`.sites`), gives the intensity
+profile from the rectal wall through the gland of the real case (docs/realism.md, round 2, "wall profile"); the
 earlier 0.6 with a 9-13 mm fall-off put a 6-8 std spike at the rectal wall where the real case has 2.5."""
 
 
@@ -512,7 +512,7 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
     blend(signal, np.maximum(lev, hug), levels.muscle * (1.0 + f32(0.15) * mid))
     del d_lev, lev, hug
 
-    # ---- below the apex: perineal muscles between the rectum and the pubic arch (with thin fat planes),
+    # ---- below the apex: perineal muscles between the rectum and the pubic arch (fat between the bundles),
     # the external urethral sphincter around the membranous urethra, the bulb of the penis in its tunica
     above_apex = zp + f32(a.height)  # mm above the apex along the gland's axis
     rect_front = a.rectum_y - (a.balloon_semi[1] if a.endorectal_coil else a.rectum_semi[1]) - a.rectum_wall
