@@ -126,12 +126,16 @@ VARIANTS: Tuple[Tuple[str, str], ...] = (
 )
 
 
+def _variants_table(columns: Tuple[str, ...], variants: Tuple[Tuple[str, str], ...]) -> str:
+    """A markdown table with one row per ``(variant, "cell | cell | ...")`` under ``columns``."""
+    lines = ["| variant (simulated BIDMC) | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | {values} |" for name, values in variants]
+    return "\n".join(lines) + "\n"
+
+
 def variants_markdown() -> str:
     """:data:`VARIANTS` as a markdown table."""
-    lines = ["| variant (simulated BIDMC) | " + " | ".join(VARIANT_COLUMNS) + " |",
-             "|---|" + "---|" * len(VARIANT_COLUMNS)]
-    lines += [f"| {name} | {values} |" for name, values in VARIANTS]
-    return "\n".join(lines) + "\n"
+    return _variants_table(VARIANT_COLUMNS, VARIANTS)
 
 
 def calibration_markdown() -> str:
@@ -170,7 +174,4 @@ ROUND2_VARIANTS: Tuple[Tuple[str, str], ...] = (
 
 def round2_markdown() -> str:
     """:data:`ROUND2_VARIANTS` as a markdown table."""
-    lines = ["| variant (simulated BIDMC) | " + " | ".join(ROUND2_COLUMNS) + " |",
-             "|---|" + "---|" * len(ROUND2_COLUMNS)]
-    lines += [f"| {name} | {values} |" for name, values in ROUND2_VARIANTS]
-    return "\n".join(lines) + "\n"
+    return _variants_table(ROUND2_COLUMNS, ROUND2_VARIANTS)
