@@ -26,7 +26,15 @@ from tools.study import runner as study_runner
 from tools.study.__main__ import run as cli_run
 from tools.study.figures import label_file_of, largest_slice, plot_dice_by_site, plot_overlays
 from tools.study.plan import ABLATION_GRID, MODULE_TERMS, STUDENTS, TEACHERS, Run, make_plan
-from tools.study.runner import Settings, evaluate_command, execute, parse_overrides, run_dir, train_command
+from tools.study.runner import (
+    Settings,
+    evaluate_command,
+    evaluate_seen_command,
+    execute,
+    parse_overrides,
+    run_dir,
+    train_command,
+)
 from tools.study.tables import (
     PAPER_TABLE2,
     PAPER_TABLE3,
@@ -35,11 +43,13 @@ from tools.study.tables import (
     RunResult,
     collect,
     distillation_gains,
+    domain_shift_markdown,
     markdown_table,
     paper_site,
     paper_table2_markdown,
     table2_rows,
     table4_rows,
+    write_domain_shift,
     write_table,
 )
 
@@ -51,9 +61,9 @@ ALL = ("AAM", "KMM", "LM")
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def write_eval(folder: Path, dice: Dict[str, float]) -> None:
+def write_eval(folder: Path, dice: Dict[str, float], eval_dir: str = "eval") -> None:
     """A finished evaluation as MONAI's MetricsSaver writes it: per-case ``test_*_raw.csv`` and ``metrics.csv``."""
-    eval_dir = folder / "eval"
+    eval_dir = folder / eval_dir
     eval_dir.mkdir(parents=True, exist_ok=True)
     per_metric = {"dice": dice, "hd95": {c: 10 * (1 - d) for c, d in dice.items()}, "asd": {c: 2 * (1 - d) for c, d in dice.items()}}
     for metric, values in per_metric.items():
@@ -84,7 +94,8 @@ class FakeLauncher:
         if (folder.name, stage) in self.fail:
             return 1
         if stage == "evaluating":
-            write_eval(folder, self.dice(folder))
+            output = Path(command[command.index("--output_dir") + 1])
+            write_eval(folder, self.dice(folder), output.name)
         return 0
 
 
@@ -234,7 +245,7 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     launcher = FakeLauncher()
     outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
     assert [o.status for o in outcomes] == ["done"] * 3
-    assert [c[0] for c in launcher.calls] == ["training", "evaluating"] * 3
+    assert [c[0] for c in launcher.calls] == ["training", "evaluating", "evaluating"] * 3
     assert {c[2] for c in launcher.calls} == {"1"}  # threads reach the commands' environment
 
     launcher.calls.clear()
@@ -242,15 +253,88 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert [o.status for o in outcomes] == ["skipped"] * 3 and launcher.calls == []
 
     # interrupted during evaluation: training is not repeated; interrupted during training: it runs again
-    # (the bundle resumes from its newest checkpoint by itself)
-    student_wo, student_w = run_dir(plan[1], settings.out_dir), run_dir(plan[2], settings.out_dir)
+    # (the bundle resumes from its newest checkpoint by itself); a run evaluated before the seen evaluation
+    # existed gets only that evaluation
+    teacher, student_wo, student_w = (run_dir(r, settings.out_dir) for r in plan)
+    (teacher / "eval_seen" / "metrics.csv").unlink()
     (student_wo / "eval" / "metrics.csv").unlink()
     (student_w / "eval" / "metrics.csv").unlink()
     (student_w / "trained").unlink()
     outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
-    assert [o.status for o in outcomes] == ["skipped", "done", "done"]
-    assert launcher.calls == [("evaluating", student_wo.name, "1"), ("training", student_w.name, "1"),
-                              ("evaluating", student_w.name, "1")]
+    assert [o.status for o in outcomes] == ["done", "done", "done"]
+    assert [c[:2] for c in launcher.calls] == [("evaluating", teacher.name), ("evaluating", student_wo.name),
+                                               ("training", student_w.name), ("evaluating", student_w.name)]
+
+
+def test_the_seen_evaluation_uses_the_source_validation_cases(tmp_path):
+    settings = settings_for(tmp_path)
+    run = make_plan(["HK"], [1], ["deeplabv3plus"], ["enet"])[2]
+    unseen, seen = evaluate_command(run, settings), evaluate_seen_command(run, settings)
+    assert arg(seen, "evaluate_key") == "validation" and "--evaluate_key" not in unseen
+    assert Path(arg(seen, "output_dir")) == run_dir(run, settings.out_dir) / "eval_seen"
+    assert arg(seen, "save_masks") == "False" and arg(seen, "target_site") == "HK"
+    assert config_list(seen) == config_list(unseen)
+
+
+class ConcurrencyLauncher(FakeLauncher):
+    """A FakeLauncher that sleeps in training and records how many commands ran at once, and each command's
+    start and end as ``(event, stage, run folder)``."""
+
+    def __init__(self, seconds: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        import threading
+
+        self.lock, self.active, self.peak, self.events = threading.Lock(), 0, 0, []
+        self.seconds = seconds
+
+    def __call__(self, command, log_path, env):
+        import time
+
+        folder = Path(command[command.index("--bundle_root") + 1])
+        stage = command[command.index("run") + 1]
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.events.append(("start", stage, folder))
+        if stage == "training":
+            time.sleep(self.seconds)
+        code = super().__call__(command, log_path, env)
+        with self.lock:
+            self.active -= 1
+            self.events.append(("end", stage, folder))
+        return code
+
+
+def test_workers_run_independent_runs_at_once_and_students_after_their_teacher(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC", "HK"], [0], ["deeplabv3plus"], ["enet"])
+    launcher = ConcurrencyLauncher()
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None, workers=2)
+    assert [o.status for o in outcomes] == ["done"] * len(plan) and [o.run for o in outcomes] == list(plan)
+    assert launcher.peak == 2
+    events = launcher.events
+    students = [r for r in plan if r.depends_on]
+    assert len(students) == 2
+    for run in students:
+        teacher = run_dir(Run(run.site, run.seed, run.teacher), settings.out_dir)
+        teacher_end = max(i for i, e in enumerate(events) if e[0] == "end" and e[2] == teacher)
+        student_start = events.index(("start", "training", run_dir(run, settings.out_dir)))
+        assert student_start > teacher_end
+    # the teacher and the student without distillation of a site overlap (they are independent)
+    teacher, wo = (run_dir(r, settings.out_dir) for r in plan[:2])
+    assert events.index(("start", "training", wo)) < events.index(("end", "training", teacher))
+
+
+def test_one_worker_keeps_the_plan_order_and_bad_workers_are_refused(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC"], [0, 1], ["deeplabv3plus"], ["enet"])
+    launcher = ConcurrencyLauncher(seconds=0.0)
+    execute(plan, settings, launcher, progress=False, echo=lambda line: None, workers=1)
+    assert launcher.peak == 1
+    trained = [e[2] for e in launcher.events if e[:2] == ("start", "training")]
+    assert trained == [run_dir(r, settings.out_dir) for r in plan]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        execute(plan, settings, launcher, progress=False, workers=0)
 
 
 def test_a_failed_run_names_its_log_and_the_others_go_on(tmp_path):
@@ -374,6 +458,40 @@ def test_mean_and_std_over_seeds_and_the_paper_beside_ours(tmp_path):
     teacher_bidmc = next(l for l in lines if l["row"] == "teacher/deeplabv3plus" and l["site"] == "BIDMC")
     assert (teacher_bidmc["n_seeds"], teacher_bidmc["paper_site"], teacher_bidmc["paper"]) == ("3", "S5", "0.878")
     assert float(teacher_bidmc["mean"]) == pytest.approx(0.9) and float(teacher_bidmc["std"]) == pytest.approx(0.1)
+
+
+def test_domain_shift_table_pairs_seen_and_unseen_dice_per_seed(tmp_path):
+    plan = fake_study(tmp_path, seeds=(0, 1))
+    for r in plan:  # seen = unseen + 0.1 for the teacher, + 0.05 for the rest, except seed 1 of ENet w/o (no seen)
+        if r.variant == "wo" and r.seed == 1:
+            continue
+        d = {"teacher": 0.8, "wo": 0.5, "w": 0.6, "ablation": 0.55}[r.variant] + 0.1 * r.seed
+        d -= 0.2 if r.site == "RUNMC" else 0.0
+        d += 0.1 if r.variant == "teacher" else 0.05
+        write_eval(run_dir(r, tmp_path), {"Case10": d - 0.01, "Case11": d + 0.01}, "eval_seen")
+    results = collect(plan, tmp_path)
+    teacher = next(r for r in results.values() if r.run.variant == "teacher" and r.run.seed == 1 and r.run.site == "BIDMC")
+    assert teacher.dice == pytest.approx(0.9) and teacher.seen_dice == pytest.approx(1.0)
+    rows = table2_rows(results, ["deeplabv3plus"], ["enet"])
+    text = domain_shift_markdown(rows)
+    assert text.splitlines()[0] == "| model | RUNMC (S1) | BIDMC (S5) | mean gap |"
+    # teacher BIDMC: seen (0.9 + 1.0) / 2, unseen (0.8 + 0.9) / 2, gap -0.1
+    assert "| DeepLabV3+ (teacher) | 0.750 / 0.650 (-0.100) | 0.950 / 0.850 (-0.100) | -0.100 |" in text
+    # ENet w/o has the seen evaluation of seed 0 only: the cell pairs that seed alone
+    assert "| ENet w/o | 0.350 / 0.300 (-0.050) | 0.550 / 0.500 (-0.050) | -0.050 |" in text
+    md, csv_path = write_domain_shift(rows, tmp_path / "domain_shift.md", ["a note"])
+    assert md.read_text().startswith("# Domain shift") and "a note" in md.read_text()
+    with open(csv_path) as f:
+        lines = list(csv.DictReader(f))
+    wo_bidmc = next(l for l in lines if l["row"] == "wo/enet" and l["site"] == "BIDMC")
+    assert wo_bidmc["n_seeds"] == "1" and float(wo_bidmc["gap_mean"]) == pytest.approx(-0.05)
+    assert len(lines) == 6  # three rows x two sites
+
+
+def test_domain_shift_is_na_without_seen_evaluations(tmp_path):
+    plan = fake_study(tmp_path, seeds=(0,))
+    rows = table2_rows(collect(plan, tmp_path), ["deeplabv3plus"], ["enet"])
+    assert "| ENet w/o | n/a | n/a | n/a |" in domain_shift_markdown(rows)
 
 
 def test_single_seed_has_no_std_and_table4_rows(tmp_path):

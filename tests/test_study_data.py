@@ -116,6 +116,25 @@ def test_simulator_fingerprint_covers_the_simulator_sources():
     assert (sources / "synth.py").is_file() and (sources / "synthesis").is_dir()
 
 
+def test_fingerprint_follows_the_simulator_code_but_not_the_calibration_tables(tmp_path, monkeypatch):
+    """A copy of tools/data: editing a simulator module changes the fingerprint, editing calibration.py does not."""
+    import shutil
+
+    real_root = Path(dataset.__file__).resolve().parents[1] / "data"
+    fake_tools = tmp_path / "tools"
+    shutil.copytree(real_root, fake_tools / "data", ignore=shutil.ignore_patterns("__pycache__"))
+    (fake_tools / "study").mkdir()
+    monkeypatch.setattr(dataset, "__file__", str(fake_tools / "study" / "dataset.py"))
+    before = dataset.simulator_fingerprint()
+    assert before == dataset.simulator_fingerprint()
+    calibration = fake_tools / "data" / "synthesis" / "calibration.py"
+    calibration.write_text(calibration.read_text() + "\n# a new row of the docs\n")
+    assert dataset.simulator_fingerprint() == before
+    anatomy = fake_tools / "data" / "synthesis" / "anatomy.py"
+    anatomy.write_text(anatomy.read_text() + "\n# any edit\n")
+    assert dataset.simulator_fingerprint() != before
+
+
 def test_a_missing_data_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         prepare_data(str(tmp_path / "nowhere"), tmp_path / "study")

@@ -60,6 +60,7 @@ def run(
     all_sites: bool = False,
     override: Any = None,
     threads: Optional[int] = 1,
+    workers: int = 1,
     measure_models: bool = False,
     progress: bool = True,
 ) -> None:
@@ -82,6 +83,8 @@ def run(
         override: config overrides for every run, e.g. ``"max_epochs=1,image_size=32"``.
         threads: OMP/MKL threads of each run (default 1: on a shared 2-core machine one thread per run was
             4-5x faster per training step than two; 0 or None: torch's default).
+        workers: runs trained at once (default 1: in plan order). A run waits for its teacher run; with
+            ``threads`` 1, ``--workers 2`` keeps both cores of a 2-core machine busy.
         measure_models: measure Table 1 now (``tools.bench``) instead of copying ``results/models.md``.
         progress: a progress bar over runs.
 
@@ -89,6 +92,8 @@ def run(
     ``out`` only when every run succeeded; when a run failed, ``out``'s report (e.g. the committed results) is
     left untouched, this call's report goes to ``out/report_of_failed_call``, and the exit status is 1.
     """
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}.")
     start = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = _load()
@@ -98,7 +103,7 @@ def run(
     dataset_dir, data_text = prepare_data(data, out_dir)
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
     print(f"study: {len(plan)} run(s) into {out_dir}", flush=True)
-    outcomes = execute(plan, settings, progress=progress)
+    outcomes = execute(plan, settings, progress=progress, workers=workers)
     real_case = check_real_case(plan, outcomes, settings)  # every model on ../shared/data/real_case, TAPS beside
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -29,15 +29,21 @@ MARKER = "synthesis.json"
 SIMULATOR_SOURCES = ("synth.py", "synthesis")
 """Paths under ``tools/data`` whose ``*.py`` files define what the simulator writes."""
 
+NOT_SIMULATOR = ("synthesis/calibration.py",)
+"""Files under :data:`SIMULATOR_SOURCES` that write nothing (the calibration tables of docs/realism.md): editing
+them must not re-synthesize the data, which would remove every run of a study in progress."""
+
 
 
 def simulator_fingerprint() -> str:
-    """SHA-256 over the simulator's source files (relative path and bytes of each, in sorted order)."""
+    """SHA-256 over the simulator's source files (relative path and bytes of each, in sorted order), without
+    :data:`NOT_SIMULATOR`."""
     root = Path(__file__).resolve().parents[1] / "data"
     files = []
     for name in SIMULATOR_SOURCES:
         path = root / name
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    files = [path for path in files if path.relative_to(root).as_posix() not in NOT_SIMULATOR]
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -1,7 +1,7 @@
 """Everything a study writes under ``results/<run>/`` once its runs are done (or failed):
 
 ``table2.md/.csv``, ``table3.md/.csv`` (when objectives besides the default were planned), ``table4.md/.csv`` (when
-ablation runs were planned), ``real_case.md/.csv`` (every model on the
+ablation runs were planned), ``domain_shift.md/.csv`` (each model's seen vs unseen Dice), ``real_case.md/.csv`` (every model on the
 real case, TAPS beside them: :mod:`.real_case`), ``table1.md`` (the networks' cost, from
 ``tools.bench``), ``per_case.csv``, ``dice_by_site.png``, ``overlays_<SITE>.png``, ``runs.csv`` (status, time and
 log of each run) and ``README.md`` (all of it with the command, wall time, git commit and the paper's numbers).
@@ -34,6 +34,7 @@ from .tables import (
     table3_markdown,
     table3_rows,
     table4_rows,
+    write_domain_shift,
     write_per_case,
     write_table,
     write_table3,
@@ -125,7 +126,9 @@ def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outco
             "run": run.key, "label": run.label, "status": result.status,
             "this_call": outcome.status if outcome else "",
             "dice": "" if result.dice is None else f"{result.dice:.6f}",
-            "train_s": timing.get("train_s", ""), "evaluate_s": timing.get("evaluate_s", ""),
+            "seen_dice": "" if result.seen_dice is None else f"{result.seen_dice:.6f}",
+            "train_s": timing.get("train_s", ""),
+            "evaluate_s": "" if "evaluate_s" not in timing else round(timing["evaluate_s"] + timing.get("evaluate_seen_s", 0.0), 2),
             "message": outcome.message if outcome else "",
             "log": "" if log is None else os.path.relpath(log, settings.out_dir),
         })
@@ -250,6 +253,14 @@ def write_outputs(
                        "row: its Table 2.")
         written["table3"], written["table3_csv"] = write_table3(tables3, out / "table3.md",
                                                                 [seeds_note, table3_note, paper_note, SITE_ASSUMPTION])
+    shift_rows = list(rows2) + [row for _, _, rows3 in tables3 for row in rows3
+                                if row.key not in {r.key for r in rows2} and row.key[0] != "wo"]
+    shift_note = ("Seen: the source sites' validation cases of the same run (`eval_seen/`, `--evaluate_key "
+                  "validation`); unseen: every case of the held-out site (Table 2). Cells: seen / unseen (unseen - "
+                  "seen), means over the seeds that have both; `mean gap`: over the target sites. A negative gap is "
+                  "the accuracy lost to the site the model never saw.")
+    written["domain_shift"], written["domain_shift_csv"] = write_domain_shift(
+        shift_rows, out / "domain_shift.md", [shift_note])
     rows4 = []
     if any(r.variant == "ablation" for r in plan):
         rows4 = table4_rows(results, info.teachers[0], info.students[0])
@@ -281,7 +292,8 @@ def write_outputs(
     return written
 
 
-REPORT_PATTERNS = ("README.md", "table*.md", "table*.csv", "per_case.csv", "runs.csv", "invocations.csv",
+REPORT_PATTERNS = ("README.md", "table*.md", "table*.csv", "domain_shift.md", "domain_shift.csv", "per_case.csv",
+                   "runs.csv", "invocations.csv",
                    "dice_by_site.png", "overlays_*.png", "real_case*")
 """The study's report files at the top of its folder (run folders and data live in ``runs/`` and ``data/``)."""
 
@@ -344,6 +356,10 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     gains = _gains_text(rows2)
     if gains:
         lines += ["Distillation on the unseen site, measured (w/ minus w/o, Dice):", ""] + gains + [""]
+    if "domain_shift" in written:
+        lines += ["## Domain shift: seen vs unseen sites", "", "[domain_shift.md](domain_shift.md), "
+                  "[domain_shift.csv](domain_shift.csv); cells: source-site validation Dice / held-out-site Dice "
+                  "(gap), means over seeds.", "", written["domain_shift"].read_text().split("\n\n", 2)[-1]]
     for student, teacher, rows3 in tables3:
         lines += [f"## Table 3: distillation objectives ({DISPLAY_NAMES[student]} from {DISPLAY_NAMES[teacher]})", "",
                   "[table3.md](table3.md), [table3.csv](table3.csv); cells: mean ± sample std over seeds (seed "

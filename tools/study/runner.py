@@ -4,10 +4,17 @@ own config files, as subprocesses, into its own run folder.
 Run folder: ``<out>/runs/<SITE>/seed<K>/<run name>`` (:attr:`tools.study.plan.Run.key`) is the run's
 ``--bundle_root``, so that its ``models/``, ``logs/`` (TensorBoard) and ``eval/`` land there; the config files are
 the checkout's ``bundles/<bundle>/configs``. The study adds ``logs/train.log`` and ``logs/evaluate.log`` (the
-commands' output, command line first), ``trained`` (written when training exited 0) and ``timing.json``.
+commands' output, command line first), ``trained`` (written when training exited 0) and ``timing.json``. Each
+run is evaluated twice with the bundle's ``evaluate.yaml``: on every case of the held-out site (``eval/``, the
+tables' unseen Dice) and on the source sites' validation cases (``eval_seen/``, ``--evaluate_key validation``:
+the seen Dice of the domain-shift table).
 
-Resumability: a run whose ``eval/metrics.csv`` and per-case CSVs exist is skipped. Otherwise training runs
-again unless ``trained`` exists; the bundle resumes from the newest checkpoint in ``models/`` by itself.
+Resumability: a run whose ``eval/`` and ``eval_seen/`` hold their metrics and per-case CSVs is skipped. Otherwise
+training runs again unless ``trained`` exists (the bundle resumes from the newest checkpoint in ``models/`` by
+itself), and each evaluation runs again unless its folder is complete.
+
+Parallel runs: with ``workers`` > 1, :func:`execute` keeps that many runs going at once; a run starts when a
+worker is free and its teacher run (if any) has finished, in plan order otherwise.
 Nothing checks that a finished run used today's configs or overrides: delete a run folder to redo that run
 (and the folders of the students of a teacher you redo).
 A run that fails (non-zero exit) is reported with its log; the runs that need its weights (the students of a
@@ -42,9 +49,11 @@ __all__ = [
     "parse_overrides",
     "run_dir",
     "is_evaluated",
+    "is_seen_evaluated",
     "train_command",
     "distill_terms",
     "evaluate_command",
+    "evaluate_seen_command",
     "shell_text",
     "launch_subprocess",
     "execute",
@@ -56,6 +65,9 @@ bundles' defaults."""
 
 EVAL_FILES = ("metrics.csv", "test_dice_raw.csv", "test_hd95_raw.csv", "test_asd_raw.csv")
 """What a finished evaluation leaves in ``<run folder>/eval`` (MONAI's MetricsSaver)."""
+
+SEEN_EVAL_DIR = "eval_seen"
+"""Where a run's evaluation on the source sites' validation cases goes (the same files as :data:`EVAL_FILES`)."""
 
 TRAINED_MARKER = "trained"
 
@@ -164,9 +176,14 @@ def run_dir(run: Run, out_dir: Path) -> Path:
     return Path(out_dir) / "runs" / run.key
 
 
-def is_evaluated(folder: Path) -> bool:
-    """Whether ``<folder>/eval`` holds every file of a finished evaluation (:data:`EVAL_FILES`)."""
-    return all((Path(folder) / "eval" / name).is_file() for name in EVAL_FILES)
+def is_evaluated(folder: Path, eval_dir: str = "eval") -> bool:
+    """Whether ``<folder>/<eval_dir>`` holds every file of a finished evaluation (:data:`EVAL_FILES`)."""
+    return all((Path(folder) / eval_dir / name).is_file() for name in EVAL_FILES)
+
+
+def is_seen_evaluated(folder: Path) -> bool:
+    """Whether the evaluation on the source sites' validation cases (:data:`SEEN_EVAL_DIR`) finished."""
+    return is_evaluated(folder, SEEN_EVAL_DIR)
 
 
 def _config_paths(run: Run, settings: Settings, stage: str) -> List[Path]:
@@ -252,6 +269,16 @@ def evaluate_command(run: Run, settings: Settings) -> List[str]:
     return command + _cli_args(settings.overrides)
 
 
+def evaluate_seen_command(run: Run, settings: Settings) -> List[str]:
+    """``python -m monai.bundle run evaluating`` of ``run`` on the source sites' validation cases
+    (``--evaluate_key validation``, into :data:`SEEN_EVAL_DIR`, no masks)."""
+    folder = run_dir(run, settings.out_dir)
+    command = [settings.python, "-m", "monai.bundle", "run", "evaluating", "--config_file"]
+    command += _config_files(run, settings, "evaluate") + _common_args(run, settings)
+    command += ["--evaluate_key", "validation", "--output_dir", str(folder / SEEN_EVAL_DIR), "--save_masks", "False"]
+    return command + _cli_args(settings.overrides)
+
+
 # ----------------------------------------------------------------------------------------------- execution
 
 
@@ -296,8 +323,11 @@ def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str,
     folder = run_dir(run, settings.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for stage, make_command in (("train", train_command), ("evaluate", evaluate_command)):
-        if stage == "train" and (folder / TRAINED_MARKER).is_file():
+    stages = (("train", train_command, lambda: (folder / TRAINED_MARKER).is_file()),
+              ("evaluate", evaluate_command, lambda: is_evaluated(folder)),
+              ("evaluate_seen", evaluate_seen_command, lambda: is_seen_evaluated(folder)))
+    for stage, make_command, finished in stages:
+        if finished():
             continue
         log = folder / "logs" / f"{stage}.log"
         stage_start = time.perf_counter()
@@ -312,14 +342,17 @@ def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str,
             detail = f"exit code {code}"
         _write_timing(folder, stage, time.perf_counter() - stage_start)
         if code != 0:
-            what = {"train": "training", "evaluate": "evaluation"}[stage]
+            what = {"train": "training", "evaluate": "evaluation",
+                    "evaluate_seen": "evaluation on the source sites' validation cases"}[stage]
             return Outcome(run, "failed", folder, log, f"{what} failed ({detail})", time.perf_counter() - start)
         if stage == "train":
             (folder / TRAINED_MARKER).write_text("training exited 0\n")
-    if not is_evaluated(folder):
-        missing = [name for name in EVAL_FILES if not (folder / "eval" / name).is_file()]
-        return Outcome(run, "failed", folder, folder / "logs" / "evaluate.log",
-                       f"evaluation exited 0 but wrote no {', '.join(missing)}", time.perf_counter() - start)
+    for eval_dir, stage in (("eval", "evaluate"), (SEEN_EVAL_DIR, "evaluate_seen")):
+        if not is_evaluated(folder, eval_dir):
+            missing = [name for name in EVAL_FILES if not (folder / eval_dir / name).is_file()]
+            return Outcome(run, "failed", folder, folder / "logs" / f"{stage}.log",
+                           f"evaluation exited 0 but wrote no {eval_dir}/{', '.join(missing)}",
+                           time.perf_counter() - start)
     return Outcome(run, "done", folder, folder / "logs" / "evaluate.log", "", time.perf_counter() - start)
 
 
@@ -329,38 +362,67 @@ def execute(
     launcher: Optional[Launcher] = None,
     progress: bool = True,
     echo: Optional[Callable[[str], None]] = None,
+    workers: int = 1,
 ) -> List[Outcome]:
-    """Run ``plan`` in order; one :class:`Outcome` per run, in plan order.
+    """Run ``plan``; one :class:`Outcome` per run, in plan order.
 
-    ``launcher`` runs one command (default :func:`launch_subprocess`). Finished runs (:func:`is_evaluated`) are
-    skipped. A failed run is reported with its log; a run whose teacher failed before writing its weights fails
-    too, naming the teacher's log, without running; every other run goes on. ``progress`` shows a tqdm bar over
-    runs; one line per run (``echo``, default the bar's ``write`` or ``print``) gives its status and elapsed time.
+    ``launcher`` runs one command (default :func:`launch_subprocess`). Finished runs (:func:`is_evaluated` and
+    :func:`is_seen_evaluated`) are skipped. A failed run is reported with its log; a run whose teacher failed before
+    writing its weights fails too, naming the teacher's log, without running; every other run goes on.
+    ``workers`` runs go at once (each in its own thread launching its subprocesses); a run starts once its teacher
+    run has finished, otherwise in plan order, so ``workers=1`` runs the plan in order. ``progress`` shows a tqdm
+    bar over runs; one line per run (``echo``, default the bar's ``write`` or ``print``) gives its status and
+    elapsed time, in the order the runs finish.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
     from tqdm import tqdm
 
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}.")
     launcher = launcher or launch_subprocess
     env = _environment(settings)
     outcomes: Dict[str, Outcome] = {}
-    bar = tqdm(plan, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(plan), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
     write = echo or (bar.write if progress else print)
-    for index, run in enumerate(bar):
-        bar.set_postfix_str(run.key, refresh=True)
-        folder = run_dir(run, settings.out_dir)
-        dependency = outcomes.get(run.depends_on) if run.depends_on else None
-        if is_evaluated(folder):
-            outcome = Outcome(run, "skipped", folder, message="evaluated before")
-        elif dependency is not None and not dependency.ok and not _weights_ready(dependency.folder):
-            outcome = Outcome(run, "failed", folder, dependency.log, f"its teacher run {run.depends_on} failed")
-        else:
-            outcome = _run_one(run, settings, launcher, env)
+    keys = {run.key for run in plan}
+    pending = list(plan)
+    running: Dict[Any, Run] = {}
+
+    def record(run: Run, outcome: Outcome) -> None:
         outcomes[run.key] = outcome
-        line = f"[{index + 1}/{len(plan)}] {run.key}: {outcome.status}"
+        line = f"[{len(outcomes)}/{len(plan)}] {run.key}: {outcome.status}"
         if outcome.status == "done":
             line += f" in {_minutes(outcome.seconds)}"
         if outcome.status == "failed":
             line += f" - {outcome.message}; log: {outcome.log}"
         write(line)
+        bar.update(1)
+
+    def ready(run: Run) -> bool:
+        return not run.depends_on or run.depends_on not in keys or run.depends_on in outcomes
+
+    with ThreadPoolExecutor(max_workers=int(workers)) as pool:
+        while pending or running:
+            for run in [r for r in pending if ready(r)]:
+                if len(running) >= int(workers):
+                    break
+                pending.remove(run)
+                folder = run_dir(run, settings.out_dir)
+                dependency = outcomes.get(run.depends_on) if run.depends_on else None
+                if is_evaluated(folder) and is_seen_evaluated(folder):
+                    record(run, Outcome(run, "skipped", folder, message="evaluated before"))
+                elif dependency is not None and not dependency.ok and not _weights_ready(dependency.folder):
+                    record(run, Outcome(run, "failed", folder, dependency.log, f"its teacher run {run.depends_on} failed"))
+                else:
+                    bar.set_postfix_str(run.key, refresh=True)
+                    running[pool.submit(_run_one, run, settings, launcher, env)] = run
+            if not running:
+                if pending and not any(ready(r) for r in pending):  # cannot happen with make_plan's order
+                    raise RuntimeError(f"no run can start: {[r.key for r in pending]} wait for runs not in the plan.")
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                record(running.pop(future), future.result())
     bar.close()
     return [outcomes[run.key] for run in plan]
 

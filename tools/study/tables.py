@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from tools.data.layout import SITES
 
 from .plan import ABLATION_GRID, DEFAULT_OBJECTIVE, DISPLAY_NAMES, OBJECTIVE_NAMES, OBJECTIVES, Run
-from .runner import Outcome, is_evaluated, run_dir
+from .runner import SEEN_EVAL_DIR, Outcome, is_evaluated, is_seen_evaluated, run_dir
 
 __all__ = [
     "PAPER_TABLE2",
@@ -144,13 +144,15 @@ def _paper_value(values: Optional[Sequence[float]], site: str) -> Optional[float
 @dataclass
 class RunResult:
     """The measured outcome of one run: ``status`` ``done``, ``failed`` or ``not run``; ``dice`` the mean Dice
-    over the target site's cases; ``cases`` one dict per case (``case``, ``dice``, ``hd95``, ``asd``)."""
+    over the target site's cases; ``cases`` one dict per case (``case``, ``dice``, ``hd95``, ``asd``);
+    ``seen_dice`` the mean Dice over the source sites' validation cases (``eval_seen/``), ``None`` when absent."""
 
     run: Run
     status: str
     dice: Optional[float] = None
     cases: List[dict] = field(default_factory=list)
     log: Optional[Path] = None
+    seen_dice: Optional[float] = None
 
 
 def read_metrics(path: Path) -> Dict[str, float]:
@@ -205,7 +207,10 @@ def collect(plan: Sequence[Run], out_dir: Path, outcomes: Optional[Sequence[Outc
             metrics = read_metrics(folder / "eval" / "metrics.csv")
             if "test_dice" not in metrics:
                 raise ValueError(f"{folder / 'eval' / 'metrics.csv'} has no test_dice (found {sorted(metrics)}).")
-            results[run.key] = RunResult(run, "done", metrics["test_dice"], read_per_case(folder / "eval"))
+            seen = None
+            if is_seen_evaluated(folder):
+                seen = read_metrics(folder / SEEN_EVAL_DIR / "metrics.csv").get("test_dice")
+            results[run.key] = RunResult(run, "done", metrics["test_dice"], read_per_case(folder / "eval"), seen_dice=seen)
         elif run.key in failed:
             results[run.key] = RunResult(run, "failed", log=failed[run.key].log)
         else:
@@ -584,3 +589,59 @@ def distillation_gains(rows: Sequence[Row]) -> List[Gain]:
         paper = {s: (base.paper[s], row.paper[s]) if None not in (base.paper.get(s), row.paper.get(s)) else None for s in both}
         gains.append(Gain(DISPLAY_NAMES[row.key[1]], DISPLAY_NAMES[row.key[2]], ours, paper))
     return gains
+
+
+# ------------------------------------------------------------------------------------------ domain shift
+
+DOMAIN_SHIFT_COLUMNS = ("row", "label", "site", "n_seeds", "seen_mean", "unseen_mean", "gap_mean", "gap_values")
+
+
+def _shift_of(cell: Cell) -> Tuple[List[float], List[float], List[float]]:
+    """``(seen, unseen, unseen - seen)`` per seed over the runs of ``cell`` that have both numbers."""
+    pairs = [(r.seen_dice, r.dice) for r in cell.results if r.status == "done" and r.seen_dice is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs], [p[1] - p[0] for p in pairs]
+
+
+def domain_shift_markdown(rows: Sequence[Row], digits: int = 3) -> str:
+    """Per row and target site: ``seen / unseen (unseen - seen)``, means over seeds; the last column averages the
+    gap over the sites. *Seen*: the source sites' validation cases of the same run; *unseen*: every case of the
+    held-out site. ``n/a``: no run of the cell has both evaluations."""
+    sites = list(rows[0].cells) if rows else []
+    lines = ["| model | " + " | ".join(f"{s} ({paper_site(s)})" for s in sites) + " | mean gap |",
+             "|" + "---|" * (len(sites) + 2)]
+    for row in rows:
+        cells, gaps = [row.label], []
+        for site in sites:
+            seen, unseen, gap = _shift_of(row.cells[site])
+            if not gap:
+                cells.append("n/a")
+                continue
+            gaps.append(statistics.fmean(gap))
+            cells.append(f"{statistics.fmean(seen):.{digits}f} / {statistics.fmean(unseen):.{digits}f} "
+                         f"({statistics.fmean(gap):+.{digits}f})")
+        cells.append(f"{statistics.fmean(gaps):+.{digits}f}" if gaps else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_domain_shift(rows: Sequence[Row], md_path: Path, notes: Sequence[str] = ()) -> Tuple[Path, Path]:
+    """``md_path`` (title, notes, :func:`domain_shift_markdown`) and its long-format CSV (one line per cell)."""
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    title = "# Domain shift: Dice on the source sites' validation cases (seen) and on the held-out site (unseen)\n\n"
+    md_path.write_text(title + "".join(f"{n}\n" for n in notes) + ("\n" if notes else "") + domain_shift_markdown(rows))
+    csv_path = md_path.with_suffix(".csv")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=DOMAIN_SHIFT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            for site, cell in row.cells.items():
+                seen, unseen, gap = _shift_of(cell)
+                if not gap:
+                    continue
+                writer.writerow({
+                    "row": "/".join(row.key), "label": row.label, "site": site, "n_seeds": len(gap),
+                    "seen_mean": f"{statistics.fmean(seen):.6f}", "unseen_mean": f"{statistics.fmean(unseen):.6f}",
+                    "gap_mean": f"{statistics.fmean(gap):.6f}", "gap_values": " ".join(f"{g:.6f}" for g in gap),
+                })
+    return md_path, csv_path
