@@ -37,6 +37,7 @@ from .synthesis.acquisition import (
     to_vendor_dtype,
 )
 from .synthesis.anatomy import render_pelvis, sample_pelvis, sample_t2_levels
+from .synthesis.relaxation import weight_levels
 from .synthesis.sites import NAMINGS, SITES, SiteSpec, case_file_names, case_numbers, get_site, site_folder
 
 __all__ = ["SyntheticCase", "synthesize_case", "synthesize", "write_montage"]
@@ -84,15 +85,18 @@ def _check_int(name: str, value, minimum: int) -> int:
 def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0, size: int = 96) -> SyntheticCase:
     """Simulate case ``case_number`` of ``site`` on a ``size x size`` in-plane grid.
 
-    Pipeline: anatomy ``A`` and tissue signals ``T`` -> T2 signal ``s(p)`` on a grid supersampled through
+    Pipeline: anatomy ``A`` and tissue signals ``T``, reweighted by the site's echo and repetition times
+    (:mod:`tools.data.synthesis.relaxation`) -> T2 signal ``s(p)`` on a grid supersampled through
     the slice -> contrast ``s^gamma`` -> coil sensitivity ``b(p)`` (phased array, times the endorectal
     coil where present) -> slice-profile average -> Rician noise ``sigma = sigma_3T * 3 / B0`` -> vendor
-    scale and voxel type. The mask is ``mean prostate fraction >= 1/2`` over the slice; for zone sites the
+    scale and voxel type. The mask is ``mean annotated fraction >= 1/2`` over the slice (the prostate as the
+    site's annotators outline it, ``annotation_offset_mm`` outside the capsule); for zone sites the
     label is 1 where the central gland is the majority of the prostate in the voxel, else 2. The written
     slab is the site's number of slices (more if the gland needs it), with at least 8 mm of empty slices
     on both sides of the mask, at a random position along the render grid.
 
-    The random stream is ``numpy.random.default_rng([seed, site.index, case_number])``.
+    The random stream is ``numpy.random.default_rng([seed, site.index, case_number])``; TE and TR come from
+    a second stream, ``default_rng([seed, site.index, case_number, 1])``, so they change no other draw.
     """
     site = get_site(site) if isinstance(site, str) else site
     seed = _check_int("seed", seed, 0)
@@ -110,10 +114,15 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     surface = float(rng.uniform(*site.surface_bias))
     gain = float(rng.uniform(*site.coil_gain))
     falloff = float(rng.uniform(*site.coil_falloff_mm))
+    sequence_rng = np.random.default_rng([seed, site.index, case_number, 1])
+    echo_time = float(sequence_rng.uniform(*site.echo_time_ms))
+    repetition_time = float(sequence_rng.uniform(*site.repetition_time_ms))
+    levels = weight_levels(levels, echo_time, repetition_time, field_strength)
 
     coords = patient_coordinates(geometry)
     spacing = geometry.evaluation_spacing_mm
-    render = render_pelvis(anatomy, levels, coords, geometry.spacing_mm, rng, geometry.supersampling)
+    render = render_pelvis(anatomy, levels, coords, geometry.spacing_mm, rng, geometry.supersampling,
+                           site.annotation_offset_mm)
     signal = np.maximum(render.signal, 0.0) ** np.float32(gamma)
     signal *= surface_coil_bias(rng, anatomy, coords, spacing, surface)
     coil = anatomy.coil_segment()
@@ -126,9 +135,10 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     signal = signal.reshape(sub).mean(axis=-1)
     prostate = render.prostate.reshape(sub).mean(axis=-1)
     central = render.central_gland.reshape(sub).mean(axis=-1)
-    label = (prostate >= 0.5).astype(np.uint8)
+    annotated = render.annotated.reshape(sub).mean(axis=-1)
+    label = (annotated >= 0.5).astype(np.uint8)
     if site.zone_labels:
-        label[(label == 1) & (central < 0.5 * prostate)] = 2
+        label[(label == 1) & (central < 0.5 * np.maximum(prostate, annotated))] = 2
 
     margin = int(np.ceil(8.0 / geometry.spacing_mm[2]))
     start, count = choose_slice_window(rng, label.any(axis=(0, 1)), geometry.target_slices, margin)
@@ -149,7 +159,8 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     acquisition = {
         "fov_mm": geometry.spacing_mm[0] * size, "slice_mm": geometry.spacing_mm[2], "gamma": gamma,
         "intensity_scale": scale, "noise_sigma": noise, "surface_bias": surface, "coil_gain": gain,
-        "coil_falloff_mm": falloff, "prostate_ml": float(prostate.sum() * np.prod(geometry.spacing_mm) / 1000.0),
+        "coil_falloff_mm": falloff, "echo_time_ms": echo_time, "repetition_time_ms": repetition_time,
+        "annotation_offset_mm": site.annotation_offset_mm, "prostate_ml": float(prostate.sum() * np.prod(geometry.spacing_mm) / 1000.0),
     }
     return SyntheticCase(site=site, case_number=case_number, image=image, label=label, geometry=geometry,
                          field_strength_t=field_strength, acquisition=acquisition, landmarks_ras=landmarks)

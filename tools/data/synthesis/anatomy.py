@@ -307,12 +307,15 @@ class PelvisRender:
     """Rendered T2 signal and prostate fractions on the evaluation grid (all ``float32``).
 
     ``central_gland`` is the fraction of the voxel that is central gland (transition + central zone and
-    anterior stroma), so the peripheral zone is ``prostate - central_gland``.
+    anterior stroma), so the peripheral zone is ``prostate - central_gland``. ``annotated`` is the fraction
+    inside the outline a site's annotators draw: the prostate's outline moved outward by the site's
+    ``annotation_offset_mm`` (inward when negative); it equals ``prostate`` at offset 0.
     """
 
     signal: np.ndarray
     prostate: np.ndarray
     central_gland: np.ndarray
+    annotated: np.ndarray
 
 
 def _paint_bone(signal: np.ndarray, distance: np.ndarray, levels: T2Levels, cortex: float, width: float,
@@ -323,7 +326,8 @@ def _paint_bone(signal: np.ndarray, distance: np.ndarray, levels: T2Levels, cort
 
 
 def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spacing_mm: Sequence[float],
-                  rng: np.random.Generator, supersampling: int = 1) -> PelvisRender:
+                  rng: np.random.Generator, supersampling: int = 1,
+                  annotation_offset_mm: float = 0.0) -> PelvisRender:
     """Paint the T2 signal of ``anatomy`` at patient coordinates ``coords`` = ``(x, y, z)``.
 
     Args:
@@ -335,6 +339,8 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
             repeated over the sub-slices); ``spacing_mm[0]`` is also the width of partial-volume edges.
         rng: draws the deformation and texture fields (same draws, same image).
         supersampling: sub-slices per written slice.
+        annotation_offset_mm: where the annotators put the outline, outward of the true capsule (mm);
+            gives :attr:`PelvisRender.annotated`. It changes no signal.
     """
     a = anatomy
     shape = coords[0].shape
@@ -430,9 +436,11 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     box = _organ_box(a, x, y, width)
     prostate = np.zeros(shape, dtype=np.float32)
     central = np.zeros(shape, dtype=np.float32)
-    prostate[box], central[box] = _paint_organs(
-        a, levels, (x[box], y[box], z[box]), signal[box], width, outline_field[box], fine[box], mid[box])
-    return PelvisRender(signal=signal, prostate=prostate, central_gland=central)
+    annotated = np.zeros(shape, dtype=np.float32)
+    prostate[box], central[box], annotated[box] = _paint_organs(
+        a, levels, (x[box], y[box], z[box]), signal[box], width, outline_field[box], fine[box], mid[box],
+        annotation_offset_mm)
+    return PelvisRender(signal=signal, prostate=prostate, central_gland=central, annotated=annotated)
 
 
 def _lines(values: np.ndarray, width_units: float) -> np.ndarray:
@@ -467,10 +475,10 @@ def _organ_box(a: PelvisAnatomy, x: np.ndarray, y: np.ndarray, width: float):
 
 
 def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np.ndarray, width: float,
-                  outline_field: np.ndarray, fine: np.ndarray, mid: np.ndarray):
+                  outline_field: np.ndarray, fine: np.ndarray, mid: np.ndarray, annotation_offset_mm: float = 0.0):
     """Levator ani, bladder, seminal vesicles, rectum/balloon, venous plexus and prostate, painted in place.
 
-    Returns the prostate and central-gland fractions of the same shape as ``signal``.
+    Returns the prostate, central-gland and annotated fractions (:class:`PelvisRender`) of the shape of ``signal``.
     """
     f32 = np.float32
     lines = _lines
@@ -617,4 +625,5 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
         lx, ly, lz, lr = a.lesion
         d_lesion = np.sqrt((xp - f32(lx)) ** 2 + (yp - f32(ly)) ** 2 + (zp - f32(lz)) ** 2) - f32(lr)
         blend(signal, fraction_inside(d_lesion, 3.0) * prostate, levels.lesion)
-    return prostate, central
+    annotated = prostate if annotation_offset_mm == 0 else fraction_inside(d_prostate - f32(annotation_offset_mm), width)
+    return prostate, central, annotated

@@ -81,6 +81,16 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
      "gland's footprint 10-20 mm above the base 0.26 std darker (round 1: 0.49 brighter, and the models marked "
      "the bladder above the real base); T2 physics makes urine the brightest tissue, so the range keeps its "
      "upper end and only widens downwards"),
+    ("site sequence: effective TE / TR (round 3, `relaxation.py`)", "RUNMC 100-108 / 3500-4500 ms, BMC 115-125 / "
+     "4000-5500, HCRUDB 88-96 / 5000-7000, UCL 100-120 / 3000-5000, BIDMC 95-105 / 3500-4500, HK 120-135 / 2500-3500; "
+     "each tissue level times its spin-echo signal ratio to TE 100 ms / TR 4000 ms at 3T", "acquisition: spin-echo "
+     "signal PD (1 - exp(-TR/T1)) exp(-TE/T2) with 3T relaxation times of prostate, muscle, fat (T1) and marrow from "
+     "de Bazelaire et al., Radiology 2004, fat's fast-spin-echo T2 (Pai et al., MRI 2008), T1 21% shorter at "
+     "1.5T (de Bazelaire); the per-site TE/TR are simulator choices within usual prostate T2 TSE protocols; the "
+     "reference is the real case's kind of scan, so BIDMC keeps the levels calibrated on it"),
+    ("site annotation convention (round 3)", "outline drawn RUNMC 0, BMC +1, HCRUDB -1, UCL +0.5, BIDMC 0, HK -0.5 mm "
+     "outside the true capsule", "simulator choice: each site's masks come from a different team; BIDMC at 0 "
+     "keeps the label calibrated on the real case"),
     ("fields of view, slice thickness, field strength, coil presence, orientation, voxel type",
      "per site, `tools/data/synthesis/sites.py`", "acquisition: DESIGN.md section 2 (MS-Net site table); fields "
      "of view are the simulator's choice around the native spacing"),

@@ -44,6 +44,13 @@ class SiteSpec:
         surface_bias: amplitude of the phased-array bias ``exp(a (rho^2 - 1/2))`` over the body.
         coil_gain: endorectal-coil sensitivity at the coil, ``1 + g / (1 + (d/lambda)^2)^1.5``.
         coil_falloff_mm: ``lambda`` above.
+        echo_time_ms / repetition_time_ms: effective TE and TR of the site's T2 turbo-spin-echo; they reweight
+            the tissue signals by their relaxation times (:mod:`.relaxation`). Simulator choices within the
+            usual ranges of prostate T2 protocols (TE 90-135 ms, TR 2500-7000 ms), one narrow range per site.
+        annotation_offset_mm: where the site's annotators draw the outline, outward of the true capsule (mm,
+            negative: inside). Each site's masks come from a different team (NCI-ISBI 2013, I2CVB,
+            PROMISE12); the simulator gives each a fixed offset in [-1, +1] mm, BIDMC 0 (the real case's
+            kind of site, on which the simulator's label is calibrated). A simulator choice.
         zone_labels: masks store central gland = 1 and peripheral zone = 2.
         mask_suffix: ``"_segmentation"`` or the ``"_Segmentation"`` of ISBI_1.5/BMC.
         numbering: runs ``(first, count)`` of case numbers; the last run is open (``count=None``).
@@ -70,6 +77,9 @@ class SiteSpec:
     surface_bias: Range
     coil_gain: Range
     coil_falloff_mm: Range
+    echo_time_ms: Range
+    repetition_time_ms: Range
+    annotation_offset_mm: float
     zone_labels: bool
     mask_suffix: str
     numbering: Tuple[Tuple[int, Optional[int]], ...]
@@ -83,6 +93,7 @@ SITES: Tuple[SiteSpec, ...] = (
         orientation="LPS", dtype="int16", intensity_scale=(280.0, 420.0), gamma=(0.95, 1.05),
         fat_level=(0.72, 0.82), noise_at_3t=(0.022, 0.032), noise_correlation_px=0.0,
         surface_bias=(0.35, 0.6), coil_gain=(0.0, 0.0), coil_falloff_mm=(1.0, 1.0),
+        echo_time_ms=(100.0, 108.0), repetition_time_ms=(3500.0, 4500.0), annotation_offset_mm=0.0,
         zone_labels=False, mask_suffix="_segmentation", numbering=((0, None),),
     ),
     SiteSpec(
@@ -92,6 +103,7 @@ SITES: Tuple[SiteSpec, ...] = (
         orientation="LPS", dtype="int16", intensity_scale=(350.0, 520.0), gamma=(0.8, 0.9),
         fat_level=(0.85, 0.95), noise_at_3t=(0.03, 0.04), noise_correlation_px=0.0,
         surface_bias=(0.1, 0.25), coil_gain=(10.0, 25.0), coil_falloff_mm=(22.0, 30.0),
+        echo_time_ms=(115.0, 125.0), repetition_time_ms=(4000.0, 5500.0), annotation_offset_mm=1.0,
         zone_labels=False, mask_suffix="_Segmentation", numbering=((0, None),),
     ),
     SiteSpec(
@@ -101,6 +113,7 @@ SITES: Tuple[SiteSpec, ...] = (
         orientation="RAS", dtype="float32", intensity_scale=(90.0, 150.0), gamma=(1.2, 1.35),
         fat_level=(0.6, 0.7), noise_at_3t=(0.035, 0.05), noise_correlation_px=0.0,
         surface_bias=(0.4, 0.7), coil_gain=(0.0, 0.0), coil_falloff_mm=(1.0, 1.0),
+        echo_time_ms=(88.0, 96.0), repetition_time_ms=(5000.0, 7000.0), annotation_offset_mm=-1.0,
         zone_labels=True, mask_suffix="_segmentation", numbering=((0, None),),
     ),
     SiteSpec(
@@ -110,6 +123,7 @@ SITES: Tuple[SiteSpec, ...] = (
         orientation="LPS", dtype="int16", intensity_scale=(300.0, 1500.0), gamma=(1.0, 1.2),
         fat_level=(0.75, 0.85), noise_at_3t=(0.025, 0.035), noise_correlation_px=0.6,
         surface_bias=(0.3, 0.55), coil_gain=(0.0, 0.0), coil_falloff_mm=(1.0, 1.0),
+        echo_time_ms=(100.0, 120.0), repetition_time_ms=(3000.0, 5000.0), annotation_offset_mm=0.5,
         zone_labels=True, mask_suffix="_segmentation", numbering=((1, 1), (26, None)),
     ),
     SiteSpec(
@@ -119,6 +133,7 @@ SITES: Tuple[SiteSpec, ...] = (
         orientation="LPS", dtype="float32", intensity_scale=(90.0, 160.0), gamma=(0.9, 1.0),
         fat_level=(0.8, 0.9), noise_at_3t=(0.035, 0.05), noise_correlation_px=0.5,
         surface_bias=(0.1, 0.25), coil_gain=(15.0, 30.0), coil_falloff_mm=(20.0, 28.0),
+        echo_time_ms=(95.0, 105.0), repetition_time_ms=(3500.0, 4500.0), annotation_offset_mm=0.0,
         zone_labels=False, mask_suffix="_segmentation", numbering=((0, 1), (2, None)),
     ),
     SiteSpec(
@@ -128,6 +143,7 @@ SITES: Tuple[SiteSpec, ...] = (
         orientation="LPS", dtype="int16", intensity_scale=(150.0, 250.0), gamma=(0.75, 0.85),
         fat_level=(0.9, 1.0), noise_at_3t=(0.028, 0.035), noise_correlation_px=0.0,
         surface_bias=(0.15, 0.3), coil_gain=(8.0, 20.0), coil_falloff_mm=(24.0, 32.0),
+        echo_time_ms=(120.0, 135.0), repetition_time_ms=(2500.0, 3500.0), annotation_offset_mm=-0.5,
         zone_labels=False, mask_suffix="_segmentation", numbering=((38, None),),
     ),
 )
