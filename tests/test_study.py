@@ -581,7 +581,7 @@ def test_end_to_end_tiny(tmp_path):
     out = tmp_path / "study"
     command = [sys.executable, "-m", "tools.study", "run", "--data", str(tmp_path / "data"), "--out", str(out),
                "--override", "image_size=32,max_epochs=1,val_interval=1,num_samples=2,lr_step_size=10",
-               "--progress", "False"]
+               "--progress", "False", "--workers", "2"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "| ENet w/ DeepLabV3+ |" in result.stdout  # the table is printed at the end
@@ -598,6 +598,14 @@ def test_end_to_end_tiny(tmp_path):
     assert "distill_checkpoint_epoch=1.pt" in os.listdir(w / "models")  # trained through distill.yaml
     assert sorted(os.listdir(w / "eval" / "masks")) == ["Case00_seg.nii.gz", "Case02_seg.nii.gz"]
     assert (out / "overlays_BIDMC.png").is_file() and (out / "dice_by_site.png").is_file()
+    # every run evaluated on the source sites' validation cases too (one case per source site here)
+    with open(w / "eval_seen" / "test_dice_raw.csv") as f:
+        seen_cases = [row["filename"] for row in csv.DictReader(f)]
+    assert len(seen_cases) == 5 and not any("/BIDMC/" in name for name in seen_cases)
+    with open(out / "domain_shift.csv") as f:
+        shift = list(csv.DictReader(f))
+    assert [row["label"] for row in shift] == ["DeepLabV3+ (teacher)", "ENet w/o", "ENet w/ DeepLabV3+"]
+    assert "## Domain shift: seen vs unseen sites" in (out / "README.md").read_text()
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=300)
     assert rerun.returncode == 0 and rerun.stdout.count(": skipped") == 3, rerun.stdout[-3000:]
