@@ -596,7 +596,8 @@ def test_end_to_end_tiny(tmp_path):
     assert len(per_case) == 3 * 2 and {r["case"] for r in per_case} == {"Case00", "Case02"}
     w = run_dir(Run("BIDMC", 0, "enet", "deeplabv3plus", ALL), out)
     assert "distill_checkpoint_epoch=1.pt" in os.listdir(w / "models")  # trained through distill.yaml
-    assert sorted(os.listdir(w / "eval" / "masks")) == ["Case00_seg.nii.gz", "Case02_seg.nii.gz"]
+    masks = sorted(n for n in os.listdir(w / "eval" / "masks") if n.endswith(".nii.gz"))
+    assert masks == ["Case00_seg.nii.gz", "Case02_seg.nii.gz"]  # (beside each: its quality report, .json)
     assert (out / "overlays_BIDMC.png").is_file() and (out / "dice_by_site.png").is_file()
     # every run evaluated on the source sites' validation cases too (one case per source site here)
     with open(w / "eval_seen" / "test_dice_raw.csv") as f:
