@@ -260,23 +260,23 @@ def train_command(run: Run, settings: Settings) -> List[str]:
     return command + _cli_args(settings.overrides)
 
 
+def _evaluate(run: Run, settings: Settings, output_dir: Path, extra: Sequence[str]) -> List[str]:
+    command = [settings.python, "-m", "monai.bundle", "run", "evaluating", "--config_file"]
+    command += _config_files(run, settings, "evaluate") + _common_args(run, settings)
+    return command + list(extra) + ["--output_dir", str(output_dir)] + _cli_args(settings.overrides)
+
+
 def evaluate_command(run: Run, settings: Settings) -> List[str]:
     """``python -m monai.bundle run evaluating`` of ``run`` on every case of its target site (``eval/``)."""
     folder = run_dir(run, settings.out_dir)
-    command = [settings.python, "-m", "monai.bundle", "run", "evaluating", "--config_file"]
-    command += _config_files(run, settings, "evaluate") + _common_args(run, settings)
-    command += ["--output_dir", str(folder / "eval"), "--save_masks", _cli_value(settings.save_masks)]
-    return command + _cli_args(settings.overrides)
+    return _evaluate(run, settings, folder / "eval", ["--save_masks", _cli_value(settings.save_masks)])
 
 
 def evaluate_seen_command(run: Run, settings: Settings) -> List[str]:
     """``python -m monai.bundle run evaluating`` of ``run`` on the source sites' validation cases
     (``--evaluate_key validation``, into :data:`SEEN_EVAL_DIR`, no masks)."""
     folder = run_dir(run, settings.out_dir)
-    command = [settings.python, "-m", "monai.bundle", "run", "evaluating", "--config_file"]
-    command += _config_files(run, settings, "evaluate") + _common_args(run, settings)
-    command += ["--evaluate_key", "validation", "--output_dir", str(folder / SEEN_EVAL_DIR), "--save_masks", "False"]
-    return command + _cli_args(settings.overrides)
+    return _evaluate(run, settings, folder / SEEN_EVAL_DIR, ["--evaluate_key", "validation", "--save_masks", "False"])
 
 
 # ----------------------------------------------------------------------------------------------- execution
