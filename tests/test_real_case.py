@@ -188,10 +188,11 @@ def test_the_study_prints_and_writes_the_real_case_table(real_case_dir, tmp_path
             (folder / "models").mkdir(parents=True, exist_ok=True)
             (folder / "models" / "model.pt").write_bytes(b"weights")
             return 0
-        (folder / "eval").mkdir(parents=True, exist_ok=True)  # an evaluation, as MONAI's MetricsSaver writes it
+        output = Path(command[command.index("--output_dir") + 1])  # eval/ or eval_seen/
+        output.mkdir(parents=True, exist_ok=True)  # an evaluation, as MONAI's MetricsSaver writes it
         for metric in ("dice", "hd95", "asd"):
-            (folder / "eval" / f"test_{metric}_raw.csv").write_text("filename,class0,mean\n/d/BIDMC/Case00.nii.gz,0.5,0.5\n")
-        (folder / "eval" / "metrics.csv").write_text("test_dice,0.5\ntest_hd95,0.5\ntest_asd,0.5\n")
+            (output / f"test_{metric}_raw.csv").write_text("filename,class0,mean\n/d/BIDMC/Case00.nii.gz,0.5,0.5\n")
+        (output / "metrics.csv").write_text("test_dice,0.5\ntest_hd95,0.5\ntest_asd,0.5\n")
         return 0
 
     monkeypatch.setattr(study_runner, "launch_subprocess", launcher)
