@@ -379,22 +379,24 @@ def markdown_table(rows: Sequence[Row], with_paper: bool = True, digits: int = 3
 CSV_COLUMNS = ("row", "label", "site", "paper_site", "status", "n_seeds", "mean", "std", "values", "paper")
 
 
-def write_table(rows: Sequence[Row], md_path: Path, title: str, notes: Sequence[str] = ()) -> Tuple[Path, Path]:
-    """``md_path`` (title, notes, markdown table) and the long-format CSV beside it (one line per cell)."""
+def _write_md_and_csv(md_path: Path, title: str, notes: Sequence[str], table: str, columns: Sequence[str],
+                      lines: Sequence[dict]) -> Tuple[Path, Path]:
+    """``md_path`` (``# title``, the notes, ``table``) and the CSV beside it (``columns``, one dict per line)."""
     md_path = Path(md_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# {title}\n\n" + "".join(f"{n}\n" for n in notes) + ("\n" if notes else "") + markdown_table(rows)
-    md_path.write_text(text)
+    md_path.write_text(f"# {title}\n\n" + "".join(f"{n}\n" for n in notes) + ("\n" if notes else "") + table)
     csv_path = md_path.with_suffix(".csv")
     with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
-        for row in rows:
-            for site, cell in row.cells.items():
-                if cell.status == "empty":
-                    continue
-                writer.writerow(_csv_line(row, site, cell))
+        writer.writerows(lines)
     return md_path, csv_path
+
+
+def write_table(rows: Sequence[Row], md_path: Path, title: str, notes: Sequence[str] = ()) -> Tuple[Path, Path]:
+    """``md_path`` (title, notes, markdown table) and the long-format CSV beside it (one line per cell)."""
+    lines = [_csv_line(row, site, cell) for row in rows for site, cell in row.cells.items() if cell.status != "empty"]
+    return _write_md_and_csv(md_path, title, notes, markdown_table(rows), CSV_COLUMNS, lines)
 
 
 def _csv_line(row: Row, site: str, cell: Cell) -> dict:
@@ -626,22 +628,15 @@ def domain_shift_markdown(rows: Sequence[Row], digits: int = 3) -> str:
 
 def write_domain_shift(rows: Sequence[Row], md_path: Path, notes: Sequence[str] = ()) -> Tuple[Path, Path]:
     """``md_path`` (title, notes, :func:`domain_shift_markdown`) and its long-format CSV (one line per cell)."""
-    md_path = Path(md_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    title = "# Domain shift: Dice on the source sites' validation cases (seen) and on the held-out site (unseen)\n\n"
-    md_path.write_text(title + "".join(f"{n}\n" for n in notes) + ("\n" if notes else "") + domain_shift_markdown(rows))
-    csv_path = md_path.with_suffix(".csv")
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=DOMAIN_SHIFT_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            for site, cell in row.cells.items():
-                seen, unseen, gap = _shift_of(cell)
-                if not gap:
-                    continue
-                writer.writerow({
+    lines = []
+    for row in rows:
+        for site, cell in row.cells.items():
+            seen, unseen, gap = _shift_of(cell)
+            if gap:
+                lines.append({
                     "row": "/".join(row.key), "label": row.label, "site": site, "n_seeds": len(gap),
                     "seen_mean": f"{statistics.fmean(seen):.6f}", "unseen_mean": f"{statistics.fmean(unseen):.6f}",
                     "gap_mean": f"{statistics.fmean(gap):.6f}", "gap_values": " ".join(f"{g:.6f}" for g in gap),
                 })
-    return md_path, csv_path
+    title = "Domain shift: Dice on the source sites' validation cases (seen) and on the held-out site (unseen)"
+    return _write_md_and_csv(md_path, title, notes, domain_shift_markdown(rows), DOMAIN_SHIFT_COLUMNS, lines)
