@@ -25,6 +25,7 @@ from tools.study.tables import (
     PAPER_TABLE3_ROWS,
     TABLE3_NOT_RUN,
     collect,
+    domain_shift_rows,
     objective_ranking,
     per_case_rows,
     table2_rows,
@@ -201,6 +202,15 @@ def test_table3_cells_and_the_papers_numbers(tmp_path):
     mskd = next(l for l in lines if l["row"] == "not_run/MSKD" and l["site"] == "RUNMC")
     assert (mskd["status"], mskd["paper"], mskd["note"]) == ("not run", "0.762",
                                                              "not run: objective not identified (docs/distillation.md)")
+
+
+def test_domain_shift_rows_add_each_other_objective_once(tmp_path):
+    plan = fake_objectives(tmp_path)
+    results = collect(plan, tmp_path)
+    rows2 = table2_rows(results, ["deeplabv3plus"], ["enet"])
+    rows = domain_shift_rows(rows2, [("enet", "deeplabv3plus", table3_rows(results, "deeplabv3plus", "enet"))])
+    assert [row.label for row in rows] == ["DeepLabV3+ (teacher)", "ENet w/o", "ENet w/ DeepLabV3+", "paper_literal",
+                                           "EMKD [27]"]
 
 
 def test_table3_one_seed_a_missing_objective_and_another_pair(tmp_path):

@@ -26,6 +26,7 @@ from .tables import (
     RunResult,
     collect,
     distillation_gains,
+    domain_shift_rows,
     markdown_table,
     objective_ranking,
     paper_site,
@@ -253,8 +254,7 @@ def write_outputs(
                        "row: its Table 2.")
         written["table3"], written["table3_csv"] = write_table3(tables3, out / "table3.md",
                                                                 [seeds_note, table3_note, paper_note, SITE_ASSUMPTION])
-    shift_rows = list(rows2) + [row for _, _, rows3 in tables3 for row in rows3
-                                if row.key not in {r.key for r in rows2} and row.key[0] != "wo"]
+    shift_rows = domain_shift_rows(rows2, tables3)
     shift_note = ("Seen: the source sites' validation cases of the same run (`eval_seen/`, `--evaluate_key "
                   "validation`); unseen: every case of the held-out site (Table 2). Cells: seen / unseen (unseen - "
                   "seen), means over the seeds that have both; `mean gap`: over the target sites. A negative gap is "

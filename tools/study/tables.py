@@ -598,6 +598,14 @@ def distillation_gains(rows: Sequence[Row]) -> List[Gain]:
 DOMAIN_SHIFT_COLUMNS = ("row", "label", "site", "n_seeds", "seen_mean", "unseen_mean", "gap_mean", "gap_values")
 
 
+def domain_shift_rows(rows2: Sequence[Row], tables3: Sequence[Tuple[str, str, Sequence[Row]]] = ()) -> List[Row]:
+    """The rows of the domain-shift table: Table 2's, then each Table 3 objective that is not Table 2's ``w/`` row
+    already (the default objective) and that ran (not MSKD, SAML or DRDG)."""
+    extra = [row for _, _, rows3 in tables3 for row in rows3
+             if row.key[0] == "objective" and row.key[-1] != DEFAULT_OBJECTIVE]
+    return list(rows2) + extra
+
+
 def _shift_of(cell: Cell) -> Tuple[List[float], List[float], List[float]]:
     """``(seen, unseen, unseen - seen)`` per seed over the runs of ``cell`` that have both numbers."""
     pairs = [(r.seen_dice, r.dice) for r in cell.results if r.status == "done" and r.seen_dice is not None]
