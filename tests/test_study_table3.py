@@ -259,6 +259,12 @@ def test_cli_writes_table3_only_when_objectives_ran(tmp_path, monkeypatch):
             "default 0.600 (best on 0 of 1); paper_literal 0.500 (best on 0 of 1); ENet w/o 0.400. The project's default "
             "objective ranks 2 of 3.") in readme
     assert "context only, not reproduced" not in readme  # the paper's numbers are in Table 3 itself
+    # the reading rules (one seed: no spread, so any positive difference counts)
+    assert "## How the study reads" in readme and "[reading.md](reading.md)" in readme
+    assert ("| **EMKD [27] better than default (+0.100 vs spread 0.000); default better than paper_literal (+0.100 vs "
+            "spread 0.000)** |") in readme
+    assert "mean +0.200 over 1 site (BIDMC +0.200); positive beyond the seed spread on 1 of 1 (BIDMC) | **helps** |" in (
+        out / "reading.md").read_text()
     assert (out / "table3.md").is_file() and (out / "table3.csv").is_file()
     with open(out / "per_case.csv") as f:
         assert {r["objective"] for r in csv.DictReader(f)} == {"", "default", "paper_literal", "emkd"}

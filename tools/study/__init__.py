@@ -5,6 +5,8 @@
 * :mod:`.runner`: each run as ``python -m monai.bundle run training`` then ``run evaluating`` subprocesses,
   resumable, failures reported with their logs.
 * :mod:`.tables`: Tables 2, 3, 4 and per-case metrics from the run folders, the paper's numbers beside ours.
+* :mod:`.reading`: the pre-registered rules that read the tables (does distillation help, teacher gap,
+  Table 3's ranking, domain shift).
 * :mod:`.figures`: Dice per site without/with distillation; overlays like the paper's Fig. 3.
 * :mod:`.real_case`: every trained model (and TAPS, if installed) on the one real scan, a sanity check.
 * :mod:`.report`: everything under ``results/<run>/`` with its README.

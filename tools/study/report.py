@@ -1,7 +1,8 @@
 """Everything a study writes under ``results/<run>/`` once its runs are done (or failed):
 
 ``table2.md/.csv``, ``table3.md/.csv`` (when objectives besides the default were planned), ``table4.md/.csv`` (when
-ablation runs were planned), ``domain_shift.md/.csv`` (each model's seen vs unseen Dice), ``real_case.md/.csv`` (every model on the
+ablation runs were planned), ``domain_shift.md/.csv`` (each model's seen vs unseen Dice), ``reading.md`` (the
+pre-registered reading rules applied: :mod:`.reading`), ``real_case.md/.csv`` (every model on the
 real case, TAPS beside them: :mod:`.real_case`), ``table1.md`` (the networks' cost, from
 ``tools.bench``), ``per_case.csv``, ``dice_by_site.png``, ``overlays_<SITE>.png``, ``runs.csv`` (status, time and
 log of each run) and ``README.md`` (all of it with the command, wall time, git commit and the paper's numbers).
@@ -20,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from .figures import plot_dice_by_site, plot_overlays
 from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
+from .reading import study_verdicts, write_reading
 from .real_case import RealCaseReport, write_real_case_table
 from .runner import Outcome, Settings, run_dir
 from .tables import (
@@ -262,6 +264,9 @@ def write_outputs(
                   "best of the validations during training), so the seen Dice leans optimistic by that choice.")
     written["domain_shift"], written["domain_shift_csv"] = write_domain_shift(
         shift_rows, out / "domain_shift.md", [shift_note])
+    verdicts = study_verdicts(rows2, tables3)
+    if verdicts:
+        written["reading"] = write_reading(verdicts, out / "reading.md")
     rows4 = []
     if any(r.variant == "ablation" for r in plan):
         rows4 = table4_rows(results, info.teachers[0], info.students[0])
@@ -293,7 +298,8 @@ def write_outputs(
     return written
 
 
-REPORT_PATTERNS = ("README.md", "table*.md", "table*.csv", "domain_shift.md", "domain_shift.csv", "per_case.csv",
+REPORT_PATTERNS = ("README.md", "table*.md", "table*.csv", "domain_shift.md", "domain_shift.csv", "reading.md",
+                   "per_case.csv",
                    "runs.csv", "invocations.csv",
                    "dice_by_site.png", "overlays_*.png", "real_case*")
 """The study's report files at the top of its folder (run folders and data live in ``runs/`` and ``data/``)."""
@@ -353,6 +359,10 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
                   "| started | wall (s) | executed | reused | failed | load at start |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['started']} | {r['wall_s']} | {r['executed']} | {r['skipped']} | {r['failed']} | {r['load_start']} |"
                   for r in invocations]
+    if "reading" in written:
+        lines += ["", "## How the study reads", "", "[reading.md](reading.md): the rules of docs/distillation.md "
+                  "section 10, fixed before the results, applied to the tables below.", "",
+                  written["reading"].read_text().split("\n\n", 2)[-1].rstrip()]
     lines += ["", "## Table 2: Dice on the unseen target site", "", markdown_table(rows2)]
     gains = _gains_text(rows2)
     if gains:
