@@ -76,9 +76,10 @@ def _missing(cells: Dict[str, Sequence[Cell]]) -> List[str]:
     return [site for site, group in cells.items() if any(c.status != "done" for c in group)]
 
 
-def _incomplete(question: str, rule: str, missing: Sequence[str], total: int, measured: str = "") -> Verdict:
-    return Verdict(question, rule, measured or "-",
-                   f"not yet readable: {len(missing)} of {total} site(s) not done ({', '.join(missing)})", None)
+def _incomplete(question: str, rule: str, missing: Sequence[str], total: int) -> Verdict:
+    answer = (f"not yet readable: {len(missing)} of {total} site(s) not done ({', '.join(missing)})" if total
+              else "not readable: no target site")
+    return Verdict(question, rule, "-", answer, None)
 
 
 def _sites(n: int) -> str:
@@ -93,7 +94,7 @@ def distillation_verdict(wo: Row, w: Row) -> Verdict:
             f"{majority(len(sites))} of {len(sites)} sites")
     missing = _missing({s: (wo.cells[s], w.cells[s]) for s in sites})
     if missing or not sites:
-        return _incomplete(question, rule, missing or ["none planned"], len(sites))
+        return _incomplete(question, rule, missing, len(sites))
     deltas, beyond = {}, []
     for site in sites:
         deltas[site] = w.cells[site].mean - wo.cells[site].mean
@@ -130,7 +131,7 @@ def teacher_gap_verdict(teacher: Row, wo: Row, minimum: float = TEACHER_GAP_MIN)
     sites = list(teacher.cells)
     missing = [s for s in sites if not _seen_complete(teacher.cells[s], wo.cells[s])]
     if missing or not sites:
-        return _incomplete(question, rule, missing or ["none planned"], len(sites))
+        return _incomplete(question, rule, missing, len(sites))
     gaps: List[Tuple[str, int, float]] = []
     for site in sites:
         t, s = _seen_pairs(teacher.cells[site]), _seen_pairs(wo.cells[site])
@@ -162,7 +163,7 @@ def objective_verdict(rows3: Sequence[Row]) -> Optional[Verdict]:
     sites = list(objectives[0].cells)
     missing = _missing({s: [row.cells[s] for row in objectives] for s in sites})
     if missing or not sites:
-        return _incomplete(question, rule, missing or ["none planned"], len(sites))
+        return _incomplete(question, rule, missing, len(sites))
     means = {row.label: statistics.fmean(row.cells[s].mean for s in sites) for row in objectives}
     spreads = {row.label: _row_spread(row) for row in objectives}
     order = sorted(means, key=means.get, reverse=True)
@@ -191,7 +192,7 @@ def domain_shift_verdict(wo: Row) -> Verdict:
         else:
             gaps[site] = statistics.fmean(gap)
     if missing or not sites:
-        return _incomplete(question, rule, missing or ["none planned"], len(sites))
+        return _incomplete(question, rule, missing, len(sites))
     mean = statistics.fmean(gaps.values())
     negative = [s for s, g in gaps.items() if g < 0]
     holds = mean < 0 and len(negative) >= majority(len(sites))
