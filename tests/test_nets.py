@@ -389,3 +389,21 @@ def test_aspp_image_pooling_branch_is_global_mean_projection():
     torch.testing.assert_close(pooled[0, :, 0, 0], expected)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in aspp.branch_pool.modules())
     assert aspp(x).shape == (1, 3, 6, 5)  # train mode, batch 1
+
+
+def test_aspp_rates_beyond_the_map_are_1x1():
+    """On a 12x12 map (the CPU profile's 96x96 input at output stride 8) rates 12/24/36 only ever read the centre tap:
+    each atrous branch equals the same branch with its off-centre weights zeroed. Rates 3/6/9 read the neighbours."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 12, 12)
+    for rates, centre_only in (((12, 24, 36), True), ((3, 6, 9), False)):
+        aspp = ASPP(16, 8, rates).eval()
+        with torch.no_grad():
+            before = aspp(x)
+            for branch in aspp.branch_atrous:
+                conv = branch.conv
+                mask = torch.zeros_like(conv.weight)
+                mask[..., 1, 1] = 1
+                conv.weight.mul_(mask)
+            after = aspp(x)
+        assert torch.equal(before, after) is centre_only, rates
