@@ -478,12 +478,33 @@ def test_headers_build_the_bundles_network(name):
         assert header == yaml.safe_load(_split_at_marker(other)[0]), f"{path} and {other} build different networks"
 
 
-def test_cpu_profiles_agree_on_the_teacher_width():
-    """A student distils from a teacher trained in the same profile: the teachers' network_width in
-    profile_cpu.yaml is the students' teacher_width."""
-    widths = {b: yaml.safe_load((configs(b) / "profile_cpu.yaml").read_text()) for b in BUNDLES}
-    widths = {b: p.get("network_width" if b in TEACHERS else "teacher_width") for b, p in widths.items()}
-    assert None not in widths.values() and len(set(widths.values())) == 1, widths
+def test_cpu_profile_teachers_are_built_as_they_trained(tmp_path):
+    """A student of the CPU profile builds its teacher with the teacher bundle's own profile_cpu.yaml
+    (``teacher_profile``): the network load_teacher gives is the one the teacher's training config builds (same
+    width, same ASPP rates), and a missing profile file is refused with its path."""
+    from tools.bundles import load_teacher
+
+    for student in STUDENTS:
+        profile = yaml.safe_load((configs(student) / "profile_cpu.yaml").read_text())
+        assert profile["teacher_profile"] == "profile_cpu.yaml" and "teacher_width" not in profile, student
+    for teacher in TEACHERS:
+        trained = ConfigParser()
+        trained.read_config([str(configs(teacher) / "train.yaml"), str(configs(teacher) / "profile_cpu.yaml")])
+        network = trained.get_parsed_content("network_def", instantiate=True)
+        root = tmp_path / teacher
+        (root / "models").mkdir(parents=True)
+        shutil.copytree(configs(teacher), root / "configs")
+        torch.save(network.state_dict(), root / "models" / "model.pt")
+        built = load_teacher(str(root), profile="profile_cpu.yaml")  # loads the checkpoint: same width, or it raises
+        assert trained["network_width"] == 0.25, teacher
+        with pytest.raises(ValueError):  # without the profile: the paper's width, which the checkpoint does not fit
+            load_teacher(str(root))
+        dilations = [m.dilation[0] for m in built.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert dilations == [m.dilation[0] for m in network.modules() if isinstance(m, torch.nn.Conv2d)], teacher
+        if teacher == "prostate_mri_deeplabv3plus_teacher":
+            assert [b.conv.dilation[0] for b in network.aspp.branch_atrous] == [3, 6, 9]
+        with pytest.raises(FileNotFoundError, match="teacher profile not found: .*configs/profile_gpu.yaml"):
+            load_teacher(str(root), profile="profile_gpu.yaml")
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

@@ -131,17 +131,20 @@ def exit_if_inputs_failed(datalist: list) -> None:
         _exit_with(failed)
 
 
-def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: str = "cpu", width: Optional[float] = None):
+def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: str = "cpu", width: Optional[float] = None,
+                 profile: Optional[str] = None):
     """The frozen teacher for distillation, built from the teacher bundle's own ``network_def``.
 
-    The network is the one in ``<teacher_bundle>/configs/inference.yaml`` (with ``network_width`` overridden by
-    ``width`` when given, e.g. by a profile), the weights ``checkpoint`` (default ``<teacher_bundle>/models/model.pt``).
+    The network is the one in ``<teacher_bundle>/configs/inference.yaml``, with the teacher bundle's own ``profile``
+    merged over it when given (a file name in its ``configs/``, e.g. ``profile_cpu.yaml``: the width and network
+    arguments the teacher trained with at that profile), then ``network_width`` set to ``width`` when given; the
+    weights ``checkpoint`` (default ``<teacher_bundle>/models/model.pt``).
     The teacher is in eval mode on ``device`` with gradients off, its BatchNorm folded into the convolutions and run
     channels-last (:func:`custom_nets.load_frozen_teacher`, :func:`custom_nets.freeze_teacher`): the outputs of the
     eval-mode network within float rounding, at a lower cost per distillation step.
 
     Raises:
-        FileNotFoundError: no such bundle, or no checkpoint (the message gives the command that trains it).
+        FileNotFoundError: no such bundle or profile, or no checkpoint (the message gives the command that trains it).
         ValueError: a checkpoint that does not fit the network (another architecture or width).
     """
     from monai.bundle import ConfigParser
@@ -158,8 +161,14 @@ def load_teacher(teacher_bundle: str, checkpoint: Optional[str] = None, device: 
             f"teacher checkpoint not found: {checkpoint}; train the teacher first: "
             f"python -m monai.bundle run training --config_file {train} (with the same profile and data)."
         )
+    config_files = [config_file]
+    if profile:
+        profile_file = os.path.join(teacher_bundle, "configs", profile)
+        if not os.path.isfile(profile_file):
+            raise FileNotFoundError(f"teacher profile not found: {profile_file} does not exist (teacher_profile={profile}).")
+        config_files.append(profile_file)
     parser = ConfigParser()
-    parser.read_config(config_file)
+    parser.read_config(config_files)
     parser["bundle_root"] = teacher_bundle
     if width is not None:
         parser["network_width"] = float(width)
