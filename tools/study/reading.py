@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .tables import Cell, Row, _shift_of
+from .tables import Cell, Row, seen_unseen_gaps
 
 __all__ = [
     "TEACHER_GAP_MIN",
@@ -182,17 +182,10 @@ def domain_shift_verdict(wo: Row) -> Verdict:
     question = f"Is there a domain shift? ({wo.label}, unseen - seen Dice)"
     sites = list(wo.cells)
     rule = f"mean over sites of (unseen - seen) < 0, and negative on at least {majority(len(sites))} of {len(sites)} sites"
-    gaps: Dict[str, float] = {}
-    missing = []
-    for site in sites:
-        cell = wo.cells[site]
-        _, _, gap = _shift_of(cell)
-        if cell.status != "done" or len(gap) != len(cell.results):
-            missing.append(site)
-        else:
-            gaps[site] = statistics.fmean(gap)
+    missing = [s for s in sites if not _seen_complete(wo.cells[s])]
     if missing or not sites:
         return _incomplete(question, rule, missing, len(sites))
+    gaps = {site: statistics.fmean(seen_unseen_gaps(wo.cells[site])[2]) for site in sites}
     mean = statistics.fmean(gaps.values())
     negative = [s for s, g in gaps.items() if g < 0]
     holds = mean < 0 and len(negative) >= majority(len(sites))

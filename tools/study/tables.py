@@ -56,6 +56,7 @@ __all__ = [
     "write_per_case",
     "Gain",
     "distillation_gains",
+    "seen_unseen_gaps",
 ]
 
 # ------------------------------------------------------------------------------------- the paper's numbers
@@ -606,7 +607,7 @@ def domain_shift_rows(rows2: Sequence[Row], tables3: Sequence[Tuple[str, str, Se
     return list(rows2) + extra
 
 
-def _shift_of(cell: Cell) -> Tuple[List[float], List[float], List[float]]:
+def seen_unseen_gaps(cell: Cell) -> Tuple[List[float], List[float], List[float]]:
     """``(seen, unseen, unseen - seen)`` per seed over the runs of ``cell`` that have both numbers."""
     pairs = [(r.seen_dice, r.dice) for r in cell.results if r.status == "done" and r.seen_dice is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs], [p[1] - p[0] for p in pairs]
@@ -622,7 +623,7 @@ def domain_shift_markdown(rows: Sequence[Row], digits: int = 3) -> str:
     for row in rows:
         cells, gaps = [row.label], []
         for site in sites:
-            seen, unseen, gap = _shift_of(row.cells[site])
+            seen, unseen, gap = seen_unseen_gaps(row.cells[site])
             if not gap:
                 cells.append("n/a")
                 continue
@@ -639,7 +640,7 @@ def write_domain_shift(rows: Sequence[Row], md_path: Path, notes: Sequence[str] 
     lines = []
     for row in rows:
         for site, cell in row.cells.items():
-            seen, unseen, gap = _shift_of(cell)
+            seen, unseen, gap = seen_unseen_gaps(cell)
             if gap:
                 lines.append({
                     "row": "/".join(row.key), "label": row.label, "site": site, "n_seeds": len(gap),
