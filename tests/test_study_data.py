@@ -97,16 +97,55 @@ def test_a_marker_without_its_data_synthesizes(tmp_path, capsys, small_synthetic
     assert synthetic_data_problem(data) is None
 
 
-def test_a_changed_simulator_synthesizes_and_drops_stale_runs(tmp_path, capsys, small_synthetic, monkeypatch):
+def test_other_data_drops_stale_runs(tmp_path, capsys, small_synthetic, monkeypatch):
     out = tmp_path / "study"
     _prepare(out, capsys)
     stale = out / "runs" / "BIDMC" / "seed0" / "model"
     stale.mkdir(parents=True)
     monkeypatch.setattr(dataset, "simulator_fingerprint", lambda: "another simulator")
-    assert synthetic_data_problem(out / "data") == "the simulator's code changed since the data was written"
+    monkeypatch.setattr(dataset, "SYNTHETIC", dict(SMALL, seed=1))  # a simulator that writes other volumes
+    assert "other synthesis arguments" in synthetic_data_problem(out / "data")
     printed = _prepare(out, capsys)
-    assert "simulator's code changed" in printed and "removing" in printed
-    assert not (out / "runs").exists() and synthetic_data_problem(out / "data") is None
+    assert "synthesizing" in printed and "removing" in printed
+    assert not stale.exists() and synthetic_data_problem(out / "data") is None
+    record = json.loads((out / "runs" / dataset.RUNS_RECORD).read_text())["files"]
+    assert record == json.loads((out / "data" / MARKER).read_text())["files"]  # the new runs' data
+
+
+def test_runs_of_the_same_files_survive_a_new_synthesis(tmp_path, capsys, small_synthetic, monkeypatch):
+    """A fresh clone that synthesizes again keeps the runs it committed: the simulator writes the same bytes."""
+    out = tmp_path / "study"
+    _prepare(out, capsys)
+    finished = out / "runs" / "BIDMC" / "seed0" / "model" / "eval"
+    finished.mkdir(parents=True)
+    (finished / "metrics.csv").write_text("mean_dice\t0.5\n")
+    shutil.rmtree(out / "data")  # what a fresh clone has: the runs' results, no data
+    printed = _prepare(out, capsys)
+    assert "synthesizing" in printed and "keeping" in printed and "removing" not in printed
+    assert (finished / "metrics.csv").read_text() == "mean_dice\t0.5\n"
+
+    monkeypatch.setattr(dataset, "simulator_fingerprint", lambda: "an edited simulator writing the same bytes")
+    printed = _prepare(out, capsys)
+    assert "simulator's code changed" in printed and "keeping" in printed and finished.is_dir()
+
+    record = out / "runs" / dataset.RUNS_RECORD
+    files = json.loads(record.read_text())
+    files["files"][next(iter(files["files"]))] = "0" * 64  # the runs were trained on another version of one file
+    record.write_text(json.dumps(files))
+    assert "removing" in _prepare(out, capsys) and not finished.exists()
+
+
+def test_runs_without_a_record_are_kept_on_intact_data_only(tmp_path, capsys, small_synthetic):
+    out = tmp_path / "study"
+    _prepare(out, capsys)
+    legacy = out / "runs" / "BIDMC" / "seed0" / "model"
+    legacy.mkdir(parents=True)
+    (out / "runs" / dataset.RUNS_RECORD).unlink()  # runs written before the record existed
+    assert "removing" not in _prepare(out, capsys) and legacy.is_dir()
+    assert (out / "runs" / dataset.RUNS_RECORD).is_file()  # recorded now
+    (out / "runs" / dataset.RUNS_RECORD).unlink()
+    shutil.rmtree(out / "data")
+    assert "removing" in _prepare(out, capsys) and not legacy.exists()
 
 
 def test_simulator_fingerprint_covers_the_simulator_sources():

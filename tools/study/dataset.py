@@ -6,6 +6,12 @@ source code and the SHA-256 of every file written; the data is reused only when 
 is on disk and what this checkout would write. Anything else (a fresh clone, a deleted or edited volume, a
 changed simulator) synthesizes the collection again, into a temporary folder that replaces the old one only
 once it is complete.
+
+The runs of a study folder record the data they were trained on: ``<out>/runs/data.json`` holds the SHA-256 of
+every file of the collection. The simulator is deterministic (the same code and arguments write the same bytes), so
+a fresh clone that synthesizes the collection again keeps runs whose record matches the new files: that is how a
+study longer than one session resumes from the run results it committed (their evaluation CSVs, not their
+weights). Runs with no record, or with a record of other files, are removed when the data is (re)synthesized.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from typing import Dict, Optional, Tuple
 
 from tools.data.io import sha256_file
 
-__all__ = ["SYNTHETIC", "MARKER", "prepare_data", "simulator_fingerprint", "synthetic_data_problem"]
+__all__ = ["SYNTHETIC", "MARKER", "RUNS_RECORD", "prepare_data", "simulator_fingerprint", "synthetic_data_problem"]
 
 SYNTHETIC: Dict[str, int] = {"cases_per_site": 6, "size": 96, "seed": 0}
 """``tools.data.synth.synthesize`` arguments of ``--data synthetic`` (the simulator's default collection)."""
 
 MARKER = "synthesis.json"
 """Written last, beside the site folders, once every volume of the collection is on disk."""
+
+RUNS_RECORD = "data.json"
+"""``<out>/runs/data.json``: ``{"files": {relative path: sha256}}`` of the collection the runs were trained on."""
 
 SIMULATOR_SOURCES = ("synth.py", "synthesis")
 """Paths under ``tools/data`` whose ``*.py`` files define what the simulator writes."""
@@ -101,12 +110,36 @@ def _synthesize(folder: Path) -> None:
     partial.rename(folder)
 
 
+def _keep_runs_of_this_data(runs: Path, data: Path, synthesized: bool) -> None:
+    """Remove ``runs`` unless they were trained on the files now in ``data``, then record those files.
+
+    Kept: runs whose :data:`RUNS_RECORD` lists exactly the collection's files and checksums, and runs without a record
+    beside data that was not just synthesized (written before the record existed, on the intact data). Removed:
+    runs with a record of other files, and runs without one when the data was (re)synthesized.
+    """
+    files = json.loads((data / MARKER).read_text())["files"]
+    record_path = runs / RUNS_RECORD
+    if runs.is_dir():
+        try:
+            recorded = json.loads(record_path.read_text()).get("files") if record_path.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded == files:
+            if synthesized:
+                print(f"keeping {runs}: they were trained on these same files ({record_path.name} matches)", flush=True)
+        elif recorded is not None or synthesized:
+            print(f"removing {runs}: its runs were trained on data that no longer exists", flush=True)
+            shutil.rmtree(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+
+
 def prepare_data(data: str, out_dir: Path) -> Tuple[Path, str]:
     """``(dataset folder, description)`` for ``--data``.
 
     ``"synthetic"``: the simulator's collection (:data:`SYNTHETIC`) in ``<out_dir>/data``, synthesized unless
-    :func:`synthetic_data_problem` finds it intact. When it is (re)synthesized, run folders under
-    ``<out_dir>/runs`` were trained on other data and are removed, so that no stale result is reused.
+    :func:`synthetic_data_problem` finds it intact. Run folders under ``<out_dir>/runs`` trained on other data are
+    removed, so that no stale result is reused (:func:`_keep_runs_of_this_data`).
     Anything else is a folder of the collection (real or simulated), which must exist.
     """
     if str(data).lower() != "synthetic":
@@ -119,9 +152,6 @@ def prepare_data(data: str, out_dir: Path) -> Tuple[Path, str]:
     if problem is not None:
         print(f"synthesizing the six simulated sites into {folder} ({SYNTHETIC}): {problem} ...", flush=True)
         _synthesize(folder)
-        runs = Path(out_dir) / "runs"
-        if runs.is_dir():
-            print(f"removing {runs}: its runs were trained on data that no longer exists", flush=True)
-            shutil.rmtree(runs)
+    _keep_runs_of_this_data(Path(out_dir) / "runs", folder, synthesized=problem is not None)
     args = ", ".join(f"{k}={v}" for k, v in SYNTHETIC.items())
     return folder, f"the simulator's six sites, `tools.data.synth.synthesize(out_dir, {args})` in `{folder.name}/`"

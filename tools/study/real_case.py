@@ -12,7 +12,8 @@ The case is ``../shared/data/real_case/Case00.nii.gz`` beside the checkout (``PR
 sanity check of whether models trained on simulated sites transfer at all, not a benchmark. When the case is
 absent the table says so and nothing fails; a model whose inference fails gets a row saying why, with its log.
 
-Resumability: a mask newer than the run's ``models/model.pt`` is reused (TAPS's mask is reused when present).
+Resumability: a mask newer than the run's ``models/model.pt`` is reused (TAPS's mask is reused when present), and
+so is the mask of a run without weights (a run whose results were committed without its ``models/``).
 """
 
 from __future__ import annotations
@@ -164,13 +165,16 @@ def check_real_case(
         folder = run_dir(run, settings.out_dir)
         weights = folder / "models" / "model.pt"
         row = RealCaseRow(model=run.label, run=run.key, status="no model")
+        output_dir = folder / "real_case"
+        mask = output_dir / IMAGE_NAME.replace(".nii.gz", "_seg.nii.gz")
         if not weights.is_file():
+            if mask.is_file():  # a run restored from its committed results: the mask its weights wrote
+                rows.append(_measure(row, mask, label))
+                continue
             outcome = by_key.get(run.key)
             row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
             rows.append(row)
             continue
-        output_dir = folder / "real_case"
-        mask = output_dir / IMAGE_NAME.replace(".nii.gz", "_seg.nii.gz")
         if not _fresh(mask, weights):
             start = time.perf_counter()
             code, detail = _launch(launcher, inference_command(run, settings, image, output_dir),
