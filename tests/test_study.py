@@ -568,6 +568,14 @@ def test_figures(tmp_path):
     for path in (bars, overlay):
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_overlays(results, tmp_path / "study", "HK", ["deeplabv3plus"], ["enet"], tmp_path / "none.png") is None
+    for r in plan:  # results committed from another checkout: the recorded image paths are gone
+        for raw in (run_dir(r, tmp_path / "study") / "eval").glob("test_*_raw.csv"):
+            raw.write_text(raw.read_text().replace(str(data), "/elsewhere/BIDMC"))
+    results = collect(plan, tmp_path / "study")
+    assert plot_overlays(results, tmp_path / "study", "BIDMC", ["deeplabv3plus"], ["enet"], tmp_path / "gone.png") is None
+    found = plot_overlays(results, tmp_path / "study", "BIDMC", ["deeplabv3plus"], ["enet"], tmp_path / "found.png",
+                          dataset_dir=tmp_path / "data")
+    assert found.is_file() and found.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------- end to end

@@ -112,16 +112,26 @@ def _overlay_runs(results: Mapping[str, RunResult], site: str, teachers: Sequenc
     return [results[r.key] for r in wanted if r.key in results and results[r.key].status == "done"]
 
 
+def _image_file(recorded: str, dataset_dir: Optional[Path]) -> str:
+    """The evaluated image: the path the evaluation recorded or, when that is gone (results committed from another
+    checkout), ``<dataset_dir>/<its site folder>/<its name>``."""
+    if os.path.isfile(recorded) or dataset_dir is None:
+        return recorded
+    return str(Path(dataset_dir) / Path(recorded).parent.name / Path(recorded).name)
+
+
 def plot_overlays(
     results: Mapping[str, RunResult], out_dir: Path, site: str, teachers: Sequence[str], students: Sequence[str],
-    path: Path, max_cases: int = 4,
+    path: Path, max_cases: int = 4, dataset_dir: Optional[Path] = None,
 ) -> Optional[Path]:
     """``overlays_<SITE>.png``: up to ``max_cases`` cases of ``site`` (columns) through the runs of
-    :func:`_overlay_runs` (rows); GT contour red, prediction green. ``None`` when nothing was evaluated."""
+    :func:`_overlay_runs` (rows); GT contour red, prediction green. ``None`` when nothing was evaluated.
+    ``dataset_dir`` is where to look for an image whose recorded path is gone (:func:`_image_file`)."""
     runs = _overlay_runs(results, site, teachers, students)
     if not runs or not runs[0].cases:
         return None
-    cases = [c for c in sorted(runs[0].cases, key=lambda c: c["case"]) if os.path.isfile(c["file"])][:max_cases]
+    cases = [dict(c, file=_image_file(c["file"], dataset_dir)) for c in sorted(runs[0].cases, key=lambda c: c["case"])]
+    cases = [c for c in cases if os.path.isfile(c["file"])][:max_cases]
     if not cases:
         return None  # the evaluated images are gone (e.g. another --data folder)
     plt = _pyplot()

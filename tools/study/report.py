@@ -287,7 +287,8 @@ def write_outputs(
     if figure:
         written["dice_by_site"] = figure
     for site in info.sites:
-        overlay = plot_overlays(results, settings.out_dir, site, info.teachers, info.students, out / f"overlays_{site}.png")
+        overlay = plot_overlays(results, settings.out_dir, site, info.teachers, info.students, out / f"overlays_{site}.png",
+                                dataset_dir=settings.dataset_dir)
         if overlay:
             written[f"overlays_{site}"] = overlay
 
