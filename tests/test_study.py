@@ -160,6 +160,17 @@ def test_ablation_grid_maps_to_distill_terms():
     assert grid["KMM+LM"].name == "prostate_mri_espnet_student__ablation_unetpp_kmm_lm"
 
 
+def test_the_ablation_can_be_limited_to_some_targets():
+    modules = study_plan.resolve_modules("ablation")
+    every = make_plan(["BIDMC", "HK"], [0, 1], ["deeplabv3plus"], ["enet"], modules)
+    one = make_plan(["BIDMC", "HK"], [0, 1], ["deeplabv3plus"], ["enet"], modules, ablation_sites=["BIDMC"])
+    assert {(r.site, r.seed) for r in one if r.variant == "ablation"} == {("BIDMC", 0), ("BIDMC", 1)}
+    assert len([r for r in one if r.variant == "ablation"]) == 2 * 6
+    assert [r for r in every if not (r.variant == "ablation" and r.site == "HK")] == one
+    with pytest.raises(ValueError, match="ablation site 'UCL' is not a target site"):
+        make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"], modules, ablation_sites=["UCL"])
+
+
 def test_module_terms_are_declared_in_every_students_distill_yaml():
     for bundle in STUDENTS.values():
         config = yaml.safe_load((REPO_ROOT / "bundles" / bundle / "configs" / "distill.yaml").read_text())

@@ -55,9 +55,13 @@ def test_objectives_add_one_run_each_with_its_own_folder():
     assert [r.depends_on for r in plan[2:]] == [plan[0].key] * 3  # one teacher run for every objective
     assert [r.label for r in plan[2:]] == ["ENet w/ DeepLabV3+", "ENet w/ DeepLabV3+ (paper_literal)",
                                            "ENet w/ DeepLabV3+ (EMKD)"]
-    # two sites, two seeds, both teachers: one extra run per objective, pair, site and seed; every key distinct
+    # two sites, two seeds, both teachers: one extra run per objective from the first teacher only (Table 3 is
+    # about one pair); the second teacher's student gets the default objective; every key distinct
     grid = make_plan(["BIDMC", "HK"], [0, 1], ["deeplabv3plus", "unetpp"], ["enet"], (), THREE)
-    assert len(grid) == 2 * 2 * (2 + 1 + 2 * 3) and len({r.key for r in grid}) == len(grid)
+    assert len(grid) == 2 * 2 * (2 + 1 + 2 + 2) and len({r.key for r in grid}) == len(grid)
+    assert {r.teacher for r in grid if r.objective != "default"} == {"deeplabv3plus"}
+    assert {(r.teacher, r.objective) for r in grid if r.variant == "w"} == {
+        ("deeplabv3plus", "default"), ("deeplabv3plus", "paper_literal"), ("deeplabv3plus", "emkd"), ("unetpp", "default")}
 
 
 def test_the_default_plan_is_unchanged():

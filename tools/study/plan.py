@@ -360,6 +360,7 @@ def make_plan(
     students: Sequence[str] = ("enet",),
     ablation: Sequence[Tuple[str, ...]] = (),
     objectives: Sequence[str] = (DEFAULT_OBJECTIVE,),
+    ablation_sites: Optional[Sequence[str]] = None,
 ) -> List[Run]:
     """Every run of the study in dependency order (teachers of a site and seed before their students).
 
@@ -369,13 +370,19 @@ def make_plan(
         teachers: short teacher names; every student is distilled from each.
         students: short student names.
         ablation: extra module combinations (:func:`resolve_modules`) for the first student with the first teacher.
-        objectives: the objectives of every student's ``w/`` runs (:func:`resolve_objectives`); each one besides
-            ``default`` adds one run per student and teacher, right after that pair's default ``w/`` run.
+        objectives: the objectives of the ``w/`` runs from the first teacher (:func:`resolve_objectives`; Table 3
+            compares them for one teacher, as Table 4 does the modules); each one besides ``default`` adds one run
+            per student, right after its default ``w/`` run. The other teachers' students get the default only.
+        ablation_sites: the target sites of the ablation runs (canonical names, among ``sites``); ``None``: all.
 
     Runs that two roles would share (the ablation's "none" = ``w/o``, "all" = ``w/``) appear once.
     """
     if not teachers and any(m for m in ablation):
         raise ValueError("the ablation needs a teacher.")
+    ablation_sites = list(sites) if ablation_sites is None else list(ablation_sites)
+    outside = [site for site in ablation_sites if site not in sites]
+    if outside:
+        raise ValueError(f"ablation site {outside[0]!r} is not a target site of the study ({list(sites)}).")
     plan: List[Run] = []
     for site in sites:
         for seed in seeds:
@@ -384,9 +391,10 @@ def make_plan(
                 site_runs.append(Run(site, int(seed), student))
                 for t in teachers:
                     site_runs.append(Run(site, int(seed), student, t, ALL_MODULES))
-                    site_runs += [Run(site, int(seed), student, t, ALL_MODULES, objective) for objective in objectives
-                                  if objective != DEFAULT_OBJECTIVE]
-            if students:
+                    if t == teachers[0]:
+                        site_runs += [Run(site, int(seed), student, t, ALL_MODULES, objective)
+                                      for objective in objectives if objective != DEFAULT_OBJECTIVE]
+            if students and site in ablation_sites:
                 for modules in ablation:
                     teacher = teachers[0] if modules else None
                     site_runs.append(Run(site, int(seed), students[0], teacher, tuple(modules)))
