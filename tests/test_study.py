@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -432,6 +433,16 @@ def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
     cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)  # a rerun keeps the invocation history
     with open(out / "invocations.csv") as f:
         assert [r["executed"] for r in csv.DictReader(f)] == ["3", "0"]
+    # each trained run recorded the training interpreter's versions; runs.csv and the README show them
+    from importlib import metadata
+
+    record = json.loads((out / "runs" / "BIDMC" / "seed0" / "prostate_mri_enet_student__wo" / "environment.json").read_text())
+    assert record["torch"] == metadata.version("torch") and record["monai"] == metadata.version("monai")
+    assert record["python"] == ".".join(map(str, sys.version_info[:3]))
+    with open(out / "runs.csv") as f:
+        environments = {r["environment"] for r in csv.DictReader(f)}
+    assert len(environments) == 1 and f"torch {metadata.version('torch')}" in environments.pop()
+    assert "training environment(s) (1;" in (out / "README.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ tables

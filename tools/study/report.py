@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -23,7 +24,7 @@ from .figures import plot_dice_by_site, plot_overlays
 from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
 from .reading import study_verdicts, write_reading
 from .real_case import RealCaseReport, write_real_case_table
-from .runner import Outcome, Settings, run_dir
+from .runner import ENVIRONMENT_FILE, Outcome, Settings, run_dir
 from .tables import (
     RunResult,
     collect,
@@ -116,6 +117,16 @@ def _timing(folder: Path) -> Dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _environment(folder: Path) -> str:
+    """The run's ``environment.json`` as one line (``python 3.11.7, torch 2.13.0+cpu, ...``); ``""`` when absent."""
+    path = folder / ENVIRONMENT_FILE
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return f"unreadable {ENVIRONMENT_FILE}"
+    return ", ".join(f"{key} {value}" for key, value in record.items())
+
+
 def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outcomes: Mapping[str, Outcome],
                     settings: Settings, path: Path) -> List[dict]:
     rows = []
@@ -134,6 +145,7 @@ def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outco
             "evaluate_s": "" if "evaluate_s" not in timing else round(timing["evaluate_s"] + timing.get("evaluate_seen_s", 0.0), 2),
             "message": outcome.message if outcome else "",
             "log": "" if log is None else os.path.relpath(log, settings.out_dir),
+            "environment": _environment(folder),
         })
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["run"])
@@ -353,6 +365,11 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         f"- machine: {os.cpu_count()} CPU core(s); load average (1, 5, 15 min) at start {info.load_start}, at end {info.load_end}"
         + (f"; torch threads per run: {settings.threads}" if settings.threads else ""),
     ]
+    environments = Counter(r["environment"] for r in runs_rows if r.get("environment"))
+    if environments:
+        lines.append(f"- training environment(s) ({len(environments)}; `environment` in runs.csv; training repeats "
+                     "bit for bit within one environment, not across them): "
+                     + "; ".join(f"{env} ({count} run(s))" for env, count in environments.most_common()))
     lines += [f"- {note}" for note in info.notes]
     if invocations:
         lines += ["", "Every invocation on this study folder ([invocations.csv](invocations.csv); a rerun reuses the "

@@ -4,7 +4,8 @@ own config files, as subprocesses, into its own run folder.
 Run folder: ``<out>/runs/<SITE>/seed<K>/<run name>`` (:attr:`tools.study.plan.Run.key`) is the run's
 ``--bundle_root``, so that its ``models/``, ``logs/`` (TensorBoard) and ``eval/`` land there; the config files are
 the checkout's ``bundles/<bundle>/configs``. The study adds ``logs/train.log`` and ``logs/evaluate.log`` (the
-commands' output, command line first), ``trained`` (written when training exited 0) and ``timing.json``. Each
+commands' output, command line first), ``trained`` (written when training exited 0), ``timing.json`` and
+``environment.json`` (the training interpreter's Python and package versions, :func:`environment_record`). Each
 run is evaluated twice with the bundle's ``evaluate.yaml``: on every case of the held-out site (``eval/``, the
 tables' unseen Dice) and on the source sites' validation cases (``eval_seen/``, ``--evaluate_key validation``:
 the seen Dice of the domain-shift table).
@@ -43,6 +44,7 @@ from .plan import DEFAULT_OBJECTIVE, OBJECTIVES, Run
 __all__ = [
     "PROFILES",
     "EVAL_FILES",
+    "ENVIRONMENT_FILE",
     "Settings",
     "Outcome",
     "Launcher",
@@ -57,6 +59,7 @@ __all__ = [
     "shell_text",
     "launch_subprocess",
     "execute",
+    "environment_record",
 ]
 
 PROFILES: Dict[str, Optional[str]] = {"cpu": "profile_cpu.yaml", "paper": None}
@@ -313,6 +316,40 @@ def _write_timing(folder: Path, stage: str, seconds: float) -> None:
     path.write_text(json.dumps(timing, indent=1) + "\n")
 
 
+ENVIRONMENT_FILE = "environment.json"
+ENVIRONMENT_PACKAGES = ("torch", "monai", "numpy", "scipy", "nibabel", "itk", "scikit-image", "pytorch-ignite")
+"""The packages whose versions a run records: training is bitwise repeatable in one environment, not across them."""
+
+_ENVIRONMENT_SCRIPT = """
+import json, platform
+from importlib import metadata
+record = {"python": platform.python_version(), "platform": platform.system() + " " + platform.machine()}
+for package in PACKAGES:
+    try:
+        record[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        record[package] = "not installed"
+print(json.dumps(record))
+"""
+
+
+def environment_record(python: str = sys.executable) -> Dict[str, str]:
+    """``{"python": ..., "platform": ..., <package>: <version>}`` of the interpreter ``python`` (the one that trains;
+    :data:`ENVIRONMENT_PACKAGES`, read from its installed metadata without importing them), or ``{"error": ...}``."""
+    script = f"PACKAGES = {list(ENVIRONMENT_PACKAGES)!r}\n" + _ENVIRONMENT_SCRIPT
+    try:
+        result = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=120)
+        return json.loads(result.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError) as error:
+        return {"error": f"could not ask {python}: {error!r}"}
+
+
+def _write_environment(folder: Path, settings: Settings) -> None:
+    """``<run folder>/environment.json``: :func:`environment_record` of ``settings.python``."""
+    record = environment_record(settings.python)
+    (folder / ENVIRONMENT_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
 def _weights_ready(folder: Path) -> bool:
     """Whether a run's training finished (``trained``) and left ``models/model.pt`` (what a student's
     distillation reads; a teacher whose evaluation failed still teaches)."""
@@ -330,6 +367,8 @@ def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str,
         if finished():
             continue
         log = folder / "logs" / f"{stage}.log"
+        if stage == "train":
+            _write_environment(folder, settings)
         stage_start = time.perf_counter()
         try:
             code = launcher(make_command(run, settings), log, env)
