@@ -105,7 +105,8 @@ def test_every_model_and_taps_on_the_real_case(real_case_dir, tmp_path, monkeypa
     assert report.rows[3].model.startswith("TAPS") and report.rows[3].dice == pytest.approx(1.0)
     assert {threads for _, threads in launcher.calls} == {"1"}
     md = write_real_case_table(report, settings.out_dir).read_text()
-    assert "a sanity check, not a benchmark" in md and "| ENet w/o | 0.895 |" in md
+    assert "a sanity check, not a benchmark" in md and "| ENet w/o | BIDMC held out, seed 0 | 0.895 |" in md
+    assert "| peer | 1.000 |" in md
     with open(settings.out_dir / "real_case.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["status"] for r in rows] == ["done", "done", "no model", "done"]
@@ -214,9 +215,9 @@ def test_the_study_prints_and_writes_the_real_case_table(real_case_dir, tmp_path
     cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
     printed = capsys.readouterr().out
     assert "The real case: a sanity check, not a benchmark" in printed
-    assert "| ENet w/ DeepLabV3+ | 1.000 |" in printed and taps.INSTALL_HINT in printed
+    assert "| ENet w/ DeepLabV3+ | BIDMC held out, seed 0 | 1.000 |" in printed and taps.INSTALL_HINT in printed
     readme = (out / "README.md").read_text()
-    assert "## The real case: a sanity check, not a benchmark" in readme and "| DeepLabV3+ (teacher) | 1.000 |" in readme
+    assert "## The real case: a sanity check, not a benchmark" in readme and "| DeepLabV3+ (teacher) | BIDMC held out, seed 0 | 1.000 |" in readme
     assert (out / "real_case.csv").is_file()
 
 

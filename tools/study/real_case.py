@@ -210,6 +210,14 @@ def _cell(value: Optional[float], digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _trained_for(run_key: str) -> str:
+    """``RUNMC/seed1/<run name>`` -> ``RUNMC held out, seed 1``; a peer's key (``peer``) as it is."""
+    parts = run_key.split("/")
+    if len(parts) == 3 and parts[1].startswith("seed"):
+        return f"{parts[0]} held out, seed {parts[1][4:]}"
+    return run_key
+
+
 def write_real_case_table(report: RealCaseReport, out_dir: Path) -> Path:
     """``real_case.md`` and ``real_case.csv`` in ``out_dir``; returns the markdown file."""
     out_dir = Path(out_dir)
@@ -224,10 +232,10 @@ def write_real_case_table(report: RealCaseReport, out_dir: Path) -> Path:
     if report.note:
         lines += [report.note, ""]
     if report.rows:
-        lines += ["| model | Dice | HD95 (mm) | status |", "|---|---|---|---|"]
+        lines += ["| model | trained for | Dice | HD95 (mm) | status |", "|---|---|---|---|---|"]
         for r in report.rows:
             status = r.status + (f": {r.message}" if r.message else "")
-            lines.append(f"| {r.model} | {_cell(r.dice)} | {_cell(r.hd95, 1)} | {status} |")
+            lines.append(f"| {r.model} | {_trained_for(r.run)} | {_cell(r.dice)} | {_cell(r.hd95, 1)} | {status} |")
         lines.append("")
     if report.taps_note:
         lines += [report.taps_note, ""]
