@@ -291,3 +291,20 @@ def test_the_documented_table3_command_plans_60_runs():
     plan, sites, teachers, students, objectives = _selection("all", "deeplabv3plus", "enet", "full", "0,1", False,
                                                              "default,paper_literal,emkd")
     assert (len(plan), sum(r.objective != "default" for r in plan), objectives) == (60, 24, THREE)
+
+
+def test_the_command_that_completes_the_study_keeps_the_60_runs():
+    """docs/distillation.md section 10: adding the UNet++ teacher and the BIDMC ablation plans 96 runs, among them
+    the 60 of the DeepLabV3+ part with the same folders (so the committed runs are reused)."""
+    from tools.study.__main__ import _selection
+
+    docs = " ".join((REPO_ROOT / "docs" / "distillation.md").read_text().split())
+    assert ("--teachers all --objectives default,paper_literal,emkd --modules ablation --ablation_sites BIDMC "
+            "--workers 2 --out results/cpu_all_sites") in docs
+    part, *_ = _selection("all", "deeplabv3plus", "enet", "full", "0,1", False, "default,paper_literal,emkd")
+    whole, *_ = _selection("all", "all", "enet", "ablation", "0,1", False, "default,paper_literal,emkd", "BIDMC")
+    assert len(whole) == 96 and {r.key for r in part} <= {r.key for r in whole}
+    added = [r for r in whole if r.key not in {p.key for p in part}]
+    assert sum(r.variant == "teacher" for r in added) == 12 and sum(r.variant == "ablation" for r in added) == 12
+    assert {r.site for r in added if r.variant == "ablation"} == {"BIDMC"}
+    assert {r.objective for r in added} == {"default"}
