@@ -124,13 +124,14 @@ def test_every_model_and_taps_on_the_real_case(real_case_dir, tmp_path, monkeypa
     check_real_case(plan, outcomes, settings, case_dir=real_case_dir, launcher=launcher)
     assert [c[0] for c in launcher.calls] == [plan[1].name]
 
-    # a run restored from committed results (its mask, not its weights) is measured from its mask, without inference
+    # a run restored from committed results (neither weights nor mask, its metrics file) is reported from that file
     launcher.calls.clear()
     weights.unlink()
+    mask.unlink()
     report = check_real_case(plan, outcomes, settings, case_dir=real_case_dir, launcher=launcher)
     assert launcher.calls == [] and [r.status for r in report.rows] == ["done", "done", "no model", "done"]
     assert report.rows[1].dice == pytest.approx(expected_dice(real_case_dir, 3))
-    mask.unlink()
+    (mask.parent / "Case00_metrics.json").unlink()
     report = check_real_case(plan, outcomes, settings, case_dir=real_case_dir, launcher=launcher)
     assert report.rows[1].status == "no model" and "no models/model.pt" in report.rows[1].message
 

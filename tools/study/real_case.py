@@ -12,13 +12,15 @@ The case is ``../shared/data/real_case/Case00.nii.gz`` beside the checkout (``PR
 sanity check of whether models trained on simulated sites transfer at all, not a benchmark. When the case is
 absent the table says so and nothing fails; a model whose inference fails gets a row saying why, with its log.
 
-Resumability: a mask newer than the run's ``models/model.pt`` is reused (TAPS's mask is reused when present), and
-so is the mask of a run without weights (a run whose results were committed without its ``models/``).
+Resumability: a mask newer than the run's ``models/model.pt`` is reused (TAPS's mask is reused when present). Each
+measured mask leaves ``real_case/Case00_metrics.json`` (Dice, HD95); a run without weights (its results committed
+without ``models/`` and masks) is reported from that file.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ REAL_CASE_DIR = Path(os.environ.get("PROSTATE_RKD_SHARED", REPO_ROOT.parent / "s
 """``../shared/data/real_case`` beside the checkout (as tests/conftest.py reads it)."""
 IMAGE_NAME = "Case00.nii.gz"
 LABEL_NAME = "Case00_segmentation.nii.gz"
+METRICS_NAME = "Case00_metrics.json"
 DISCLAIMER = (
     "One real scan (3T, endorectal coil, T2, 128 x 128 x 64 at 1.09 x 1.09 x 1.62 mm; `../shared/data/real_case`): "
     "a sanity check of whether the models trained on simulated sites segment a real scan at all, not a benchmark. "
@@ -139,6 +142,13 @@ def _measure(row: RealCaseRow, mask: Path, label: Path) -> RealCaseRow:
     return row
 
 
+def _recorded(row: RealCaseRow, record: Path) -> RealCaseRow:
+    """``row``, after writing its Dice and HD95 to ``record`` when it was measured."""
+    if row.status == "done":
+        record.write_text(json.dumps({"dice": row.dice, "hd95": row.hd95}, indent=1) + "\n")
+    return row
+
+
 def check_real_case(
     plan: Sequence[Run],
     outcomes: Sequence[Outcome],
@@ -167,9 +177,15 @@ def check_real_case(
         row = RealCaseRow(model=run.label, run=run.key, status="no model")
         output_dir = folder / "real_case"
         mask = output_dir / IMAGE_NAME.replace(".nii.gz", "_seg.nii.gz")
+        record = output_dir / METRICS_NAME
         if not weights.is_file():
-            if mask.is_file():  # a run restored from its committed results: the mask its weights wrote
-                rows.append(_measure(row, mask, label))
+            if mask.is_file():  # the mask its weights wrote, measured again
+                rows.append(_recorded(_measure(row, mask, label), record))
+                continue
+            if record.is_file():  # a run restored from its committed results: what its mask measured
+                measured = json.loads(record.read_text())
+                row.status, row.dice, row.hd95 = "done", measured["dice"], measured["hd95"]
+                rows.append(row)
                 continue
             outcome = by_key.get(run.key)
             row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
@@ -184,7 +200,7 @@ def check_real_case(
                 row.status, row.message = "failed", f"inference failed ({detail}); log: {folder / 'logs' / 'real_case.log'}"
                 rows.append(row)
                 continue
-        rows.append(_measure(row, mask, label))
+        rows.append(_recorded(_measure(row, mask, label), record))
     taps_note = ""
     if not with_taps:
         taps_note = "TAPS not run (with_taps=False)."
