@@ -178,10 +178,7 @@ def check_real_case(
         output_dir = folder / "real_case"
         mask = output_dir / IMAGE_NAME.replace(".nii.gz", "_seg.nii.gz")
         record = output_dir / METRICS_NAME
-        if not weights.is_file():
-            if mask.is_file():  # the mask its weights wrote, measured again
-                rows.append(_recorded(_measure(row, mask, label), record))
-                continue
+        if not weights.is_file() and not mask.is_file():
             if record.is_file():  # a run restored from its committed results: what its mask measured
                 measured = json.loads(record.read_text())
                 row.status, row.dice, row.hd95 = "done", measured["dice"], measured["hd95"]
@@ -191,7 +188,7 @@ def check_real_case(
             row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
             rows.append(row)
             continue
-        if not _fresh(mask, weights):
+        if weights.is_file() and not _fresh(mask, weights):  # without weights, the mask they wrote is measured
             start = time.perf_counter()
             code, detail = _launch(launcher, inference_command(run, settings, image, output_dir),
                                    folder / "logs" / "real_case.log", env)
