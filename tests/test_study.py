@@ -12,6 +12,7 @@ import ast
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from tools.study.figures import label_file_of, largest_slice, plot_dice_by_site,
 from tools.study.plan import ABLATION_GRID, MODULE_TERMS, STUDENTS, TEACHERS, Run, make_plan
 from tools.study.runner import (
     Settings,
+    compare_evaluations,
     evaluate_command,
     evaluate_seen_command,
     execute,
@@ -94,6 +96,9 @@ class FakeLauncher:
         log_path.write_text(f"fake {stage}\n")
         if (folder.name, stage) in self.fail:
             return 1
+        if stage == "training":  # what a student's distillation reads
+            (folder / "models").mkdir(parents=True, exist_ok=True)
+            (folder / "models" / "model.pt").write_text("fake weights\n")
         if stage == "evaluating":
             output = Path(command[command.index("--output_dir") + 1])
             write_eval(folder, self.dice(folder), output.name)
@@ -276,6 +281,57 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert [o.status for o in outcomes] == ["done", "done", "done"]
     assert [c[:2] for c in launcher.calls] == [("evaluating", teacher.name), ("evaluating", student_wo.name),
                                                ("training", student_w.name), ("evaluating", student_w.name)]
+
+
+def test_a_kept_teacher_without_weights_is_retrained_only_for_unfinished_students(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    execute(plan, settings, FakeLauncher(), progress=False, echo=lambda line: None)
+    teacher, student_wo, student_w = (run_dir(r, settings.out_dir) for r in plan)
+    shutil.rmtree(teacher / "models")  # as a committed study keeps it: results, no weights
+
+    # every student finished: nothing needs the weights, nothing runs
+    launcher = FakeLauncher()
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["skipped"] * 3 and launcher.calls == []
+
+    # a new student: the teacher trains again first, its old results are set aside and compared
+    shutil.rmtree(student_w)
+    lines: List[str] = []
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lines.append)
+    assert [o.status for o in outcomes] == ["done", "skipped", "done"]
+    assert [c[:2] for c in launcher.calls] == [("training", teacher.name), ("evaluating", teacher.name),
+                                               ("evaluating", teacher.name), ("training", student_w.name),
+                                               ("evaluating", student_w.name), ("evaluating", student_w.name)]
+    assert (teacher / "before_retraining" / "eval" / "test_dice_raw.csv").is_file()
+    assert (teacher / "before_retraining" / "timing.json").is_file()
+    reproduction = json.loads((teacher / "reproduction.json").read_text())
+    assert reproduction["identical"] and reproduction["eval"]["max_abs_difference"] == 0.0
+    assert reproduction["eval"]["cases"] == 2 and reproduction["eval"]["new_mean"] == 0.6
+    assert "equal to the recorded ones" in outcomes[0].message and "equal to the recorded" in lines[0]
+
+    # the same again with weights that evaluate differently: reported, with the difference
+    shutil.rmtree(teacher / "models")
+    shutil.rmtree(teacher / "before_retraining")
+    shutil.rmtree(student_w)
+    launcher = FakeLauncher(dice=lambda folder: {"Case00": 0.4, "Case02": 0.7})
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None)
+    reproduction = json.loads((teacher / "reproduction.json").read_text())
+    assert not reproduction["identical"]
+    assert reproduction["eval"]["max_abs_difference"] == pytest.approx(0.1)
+    assert reproduction["eval"]["recorded_mean"] == pytest.approx(0.6)
+    assert reproduction["eval"]["new_mean"] == pytest.approx(0.55)
+    assert "differ" in outcomes[0].message and "0.6000 -> 0.5500" in outcomes[0].message
+
+
+def test_comparing_evaluations_refuses_a_file_without_dice_columns(tmp_path):
+    write_eval(tmp_path / "before", {"Case00": 0.5})
+    write_eval(tmp_path / "before", {"Case00": 0.5}, "eval_seen")
+    write_eval(tmp_path / "after", {"Case00": 0.5})
+    (tmp_path / "after" / "eval_seen").mkdir()
+    (tmp_path / "after" / "eval_seen" / "test_dice_raw.csv").write_text("case,dice\nCase00,0.5\n")
+    with pytest.raises(ValueError, match=r"after/eval_seen/test_dice_raw.csv: expected the columns"):
+        compare_evaluations(tmp_path / "before", tmp_path / "after")
 
 
 def test_the_seen_evaluation_uses_the_source_validation_cases(tmp_path):

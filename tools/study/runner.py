@@ -18,12 +18,19 @@ Parallel runs: with ``workers`` > 1, :func:`execute` keeps that many runs going 
 worker is free and its teacher run (if any) has finished, in plan order otherwise.
 Nothing checks that a finished run used today's configs or overrides: delete a run folder to redo that run
 (and the folders of the students of a teacher you redo).
+
+Retraining for students: a teacher run whose results are kept without its weights (a study committed across
+sessions keeps evaluations, not ``models/``) is trained and evaluated again when a student of the plan that is not
+yet evaluated needs its weights. Its previous evaluations, timing and environment move to ``before_retraining/``,
+and ``reproduction.json`` compares the new per-case Dice with them (:func:`compare_evaluations`): in one
+environment training is bitwise repeatable, so they should be equal.
 A run that fails (non-zero exit) is reported with its log; the runs that need its weights (the students of a
 failed teacher) fail without running; every other run goes on.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -60,6 +67,7 @@ __all__ = [
     "launch_subprocess",
     "execute",
     "environment_record",
+    "compare_evaluations",
 ]
 
 PROFILES: Dict[str, Optional[str]] = {"cpu": "profile_cpu.yaml", "paper": None}
@@ -73,6 +81,12 @@ SEEN_EVAL_DIR = "eval_seen"
 """Where a run's evaluation on the source sites' validation cases goes (the same files as :data:`EVAL_FILES`)."""
 
 TRAINED_MARKER = "trained"
+
+RECORDED_DIR = "before_retraining"
+"""Where a retrained run's previous ``eval/``, ``eval_seen/``, ``timing.json`` and ``environment.json`` go."""
+
+REPRODUCTION_FILE = "reproduction.json"
+"""A retrained run's comparison of its new per-case Dice with the recorded ones (:func:`compare_evaluations`)."""
 
 
 @dataclass
@@ -356,9 +370,77 @@ def _weights_ready(folder: Path) -> bool:
     return (folder / TRAINED_MARKER).is_file() and (folder / "models" / "model.pt").is_file()
 
 
+def _per_case_dice(eval_dir: Path) -> Dict[str, float]:
+    """Case file name -> Dice from ``<eval_dir>/test_dice_raw.csv`` (the name, not the path, which names the clone
+    that evaluated it)."""
+    path = eval_dir / "test_dice_raw.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "filename" not in rows[0] or "mean" not in rows[0]:
+        raise ValueError(f"{path}: expected the columns 'filename' and 'mean' of MONAI's MetricsSaver.")
+    return {Path(row["filename"]).name: float(row["mean"]) for row in rows}
+
+
+def compare_evaluations(recorded: Path, folder: Path) -> Dict[str, Any]:
+    """Compare the per-case Dice of ``folder``'s ``eval/`` and ``eval_seen/`` with those under ``recorded``.
+
+    Returns, per evaluation folder, ``cases`` (how many in both), ``max_abs_difference`` (the largest
+    ``|new - recorded|`` over those cases), ``recorded_mean`` and ``new_mean``; ``case_sets_differ`` is true when a
+    case is in one and not the other; ``identical`` is true when every case is in both with a difference below
+    ``1e-6`` (MetricsSaver writes seven significant digits).
+    """
+    comparison: Dict[str, Any] = {"identical": True}
+    for name in ("eval", SEEN_EVAL_DIR):
+        before, after = _per_case_dice(Path(recorded) / name), _per_case_dice(Path(folder) / name)
+        common = sorted(set(before) & set(after))
+        if not common:
+            raise ValueError(f"{Path(folder) / name}: no case in common with {Path(recorded) / name}.")
+        largest = max(abs(after[case] - before[case]) for case in common)
+        differ = set(before) != set(after)
+        comparison[name] = {
+            "cases": len(common), "max_abs_difference": round(largest, 7), "case_sets_differ": differ,
+            "recorded_mean": round(sum(before[c] for c in common) / len(common), 7),
+            "new_mean": round(sum(after[c] for c in common) / len(common), 7),
+        }
+        comparison["identical"] &= not differ and largest < 1e-6
+    return comparison
+
+
+def _set_aside_for_retraining(folder: Path) -> None:
+    """Move a kept run's results to :data:`RECORDED_DIR` (not over an earlier, interrupted retraining's) and drop its
+    ``trained`` marker, so that :func:`_run_one` trains and evaluates it again."""
+    recorded = folder / RECORDED_DIR
+    if not recorded.is_dir():
+        recorded.mkdir()
+        for name in ("eval", SEEN_EVAL_DIR, "timing.json", ENVIRONMENT_FILE):
+            if (folder / name).exists():
+                (folder / name).rename(recorded / name)
+    (folder / TRAINED_MARKER).unlink(missing_ok=True)
+
+
+def _reproduction_text(comparison: Mapping[str, Any]) -> str:
+    if comparison["identical"]:
+        return "retrained for its students: per-case Dice equal to the recorded ones"
+    unseen, seen = comparison["eval"], comparison[SEEN_EVAL_DIR]
+    return (f"retrained for its students: per-case Dice differ from the recorded ones (unseen mean "
+            f"{unseen['recorded_mean']:.4f} -> {unseen['new_mean']:.4f}, largest difference "
+            f"{unseen['max_abs_difference']:.4f}; seen {seen['recorded_mean']:.4f} -> {seen['new_mean']:.4f}); "
+            f"see {REPRODUCTION_FILE}")
+
+
 def _run_one(run: Run, settings: Settings, launcher: Launcher, env: Mapping[str, str]) -> Outcome:
     folder = run_dir(run, settings.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    outcome = _train_and_evaluate(run, folder, settings, launcher, env)
+    if outcome.ok and (folder / RECORDED_DIR).is_dir():
+        comparison = compare_evaluations(folder / RECORDED_DIR, folder)
+        (folder / REPRODUCTION_FILE).write_text(json.dumps(comparison, indent=1, sort_keys=True) + "\n")
+        outcome.message = _reproduction_text(comparison)
+    return outcome
+
+
+def _train_and_evaluate(run: Run, folder: Path, settings: Settings, launcher: Launcher,
+                        env: Mapping[str, str]) -> Outcome:
     start = time.perf_counter()
     stages = (("train", train_command, lambda: (folder / TRAINED_MARKER).is_file()),
               ("evaluate", evaluate_command, lambda: is_evaluated(folder)),
@@ -407,7 +489,9 @@ def execute(
 
     ``launcher`` runs one command (default :func:`launch_subprocess`). Finished runs (:func:`is_evaluated` and
     :func:`is_seen_evaluated`) are skipped. A failed run is reported with its log; a run whose teacher failed before
-    writing its weights fails too, naming the teacher's log, without running; every other run goes on.
+    writing its weights fails too, naming the teacher's log, without running; every other run goes on. A finished
+    teacher run without ``models/model.pt`` whose unfinished students are in the plan is retrained first (module
+    docstring; its outcome is ``done``, its message says whether the per-case Dice reproduced).
     ``workers`` runs go at once (each in its own thread launching its subprocesses); a run starts once its teacher
     run has finished, otherwise in plan order, so ``workers=1`` runs the plan in order. ``progress`` shows a tqdm
     bar over runs; one line per run (``echo``, default the bar's ``write`` or ``print``) gives its status and
@@ -424,6 +508,9 @@ def execute(
     bar = tqdm(total=len(plan), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
     write = echo or (bar.write if progress else print)
     keys = {run.key for run in plan}
+    finished = {run.key for run in plan
+                if is_evaluated(run_dir(run, settings.out_dir)) and is_seen_evaluated(run_dir(run, settings.out_dir))}
+    weights_needed = {run.depends_on for run in plan if run.depends_on and run.key not in finished}
     pending = list(plan)
     running: Dict[Any, Run] = {}
 
@@ -431,7 +518,7 @@ def execute(
         outcomes[run.key] = outcome
         line = f"[{len(outcomes)}/{len(plan)}] {run.key}: {outcome.status}"
         if outcome.status == "done":
-            line += f" in {_minutes(outcome.seconds)}"
+            line += f" in {_minutes(outcome.seconds)}" + (f" ({outcome.message})" if outcome.message else "")
         if outcome.status == "failed":
             line += f" - {outcome.message}; log: {outcome.log}"
         write(line)
@@ -448,7 +535,11 @@ def execute(
                 pending.remove(run)
                 folder = run_dir(run, settings.out_dir)
                 dependency = outcomes.get(run.depends_on) if run.depends_on else None
-                if is_evaluated(folder) and is_seen_evaluated(folder):
+                if run.key in finished and run.key in weights_needed and not _weights_ready(folder):
+                    _set_aside_for_retraining(folder)
+                    bar.set_postfix_str(run.key, refresh=True)
+                    running[pool.submit(_run_one, run, settings, launcher, env)] = run
+                elif run.key in finished:
                     record(run, Outcome(run, "skipped", folder, message="evaluated before"))
                 elif dependency is not None and not dependency.ok and not _weights_ready(dependency.folder):
                     record(run, Outcome(run, "failed", folder, dependency.log, f"its teacher run {run.depends_on} failed"))
