@@ -501,6 +501,30 @@ def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
     assert "training environment(s) (1;" in (out / "README.md").read_text()
 
 
+def test_a_report_only_call_trains_nothing_and_shows_the_rest_as_not_run(tmp_path, monkeypatch):
+    launcher = FakeLauncher()
+    monkeypatch.setattr(study_runner, "launch_subprocess", launcher)
+    monkeypatch.setattr(sys, "argv", ["python -m tools.study", "run"])
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "study"
+    cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)  # teacher, w/o and w/ from DeepLabV3+
+    launcher.calls.clear()
+    cli_run(data=str(tmp_path / "data"), out=str(out), teachers="all", progress=False, report_only=True)
+    assert not [c for c in launcher.calls if c[0] in ("training", "evaluating")]  # (the real case may infer)
+    with open(out / "runs.csv") as f:
+        status = {r["run"].split("/")[-1]: (r["status"], r["this_call"]) for r in csv.DictReader(f)}
+    assert status["prostate_mri_enet_student__w_deeplabv3plus"] == ("done", "skipped")
+    assert status["prostate_mri_unetpp_teacher"] == ("not run", "not run")
+    assert status["prostate_mri_enet_student__w_unetpp"] == ("not run", "not run")
+    readme = (out / "README.md").read_text()
+    assert "(0 run(s) executed, 3 reused, 0 failed, 2 not run yet: the study is not complete)" in readme
+    with open(out / "real_case.csv") as f:
+        real_case = {r["run"].split("/")[-1]: r["status"] for r in csv.DictReader(f)}
+    assert real_case["prostate_mri_unetpp_teacher"] == "not run"
+    with open(out / "invocations.csv") as f:
+        assert [(r["executed"], r["skipped"]) for r in csv.DictReader(f)] == [("3", "0"), ("0", "3")]
+
+
 # ------------------------------------------------------------------------------------------------ tables
 
 

@@ -29,7 +29,8 @@ from .dataset import prepare_data
 from .plan import make_plan, resolve_modules, resolve_networks, resolve_objectives, resolve_seeds, resolve_sites
 from .real_case import check_real_case
 from .report import StudyInfo, publish_report, write_outputs
-from .runner import Settings, evaluate_command, execute, parse_overrides, shell_text, train_command
+from .runner import (Settings, evaluate_command, execute, existing_outcomes, parse_overrides, shell_text,
+                     train_command)
 
 
 STAGING_DIR = ".report.partial"
@@ -66,6 +67,7 @@ def run(
     workers: int = 1,
     measure_models: bool = False,
     progress: bool = True,
+    report_only: bool = False,
 ) -> None:
     """Train and evaluate every run of the study, then write its tables, figures and README under ``out``.
 
@@ -92,6 +94,9 @@ def run(
             ``threads`` 1, ``--workers 2`` keeps both cores of a 2-core machine busy.
         measure_models: measure Table 1 now (``tools.bench``) instead of copying ``results/models.md``.
         progress: a progress bar over runs.
+        report_only: train and evaluate no run: write the report of the runs already evaluated, the others
+            shown as ``not run`` (a study that spans several sessions, between its calls); the real case is
+            measured as in any call (a run whose weights are here and whose mask is older is inferred).
 
     The report (tables, figures, README) is written into ``out/.report.partial`` and replaces the one in
     ``out`` only when every run succeeded; when a run failed, ``out``'s report (e.g. the committed results) is
@@ -108,7 +113,12 @@ def run(
     dataset_dir, data_text = prepare_data(data, out_dir)
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
     print(f"study: {len(plan)} run(s) into {out_dir}", flush=True)
-    outcomes = execute(plan, settings, progress=progress, workers=workers)
+    if report_only:
+        outcomes = existing_outcomes(plan, settings)
+        print(f"study: report only; {sum(o.status == 'skipped' for o in outcomes)} run(s) evaluated, "
+              f"{sum(o.status == 'not run' for o in outcomes)} not run", flush=True)
+    else:
+        outcomes = execute(plan, settings, progress=progress, workers=workers)
     real_case = check_real_case(plan, outcomes, settings)  # every model on ../shared/data/real_case, TAPS beside
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -185,7 +185,10 @@ def check_real_case(
                 rows.append(row)
                 continue
             outcome = by_key.get(run.key)
-            row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
+            if outcome and outcome.status == "not run":  # a report-only call before this run was trained
+                row.status = "not run"
+            else:
+                row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
             rows.append(row)
             continue
         if weights.is_file() and not _fresh(mask, weights):  # without weights, the mask they wrote is measured

@@ -342,6 +342,7 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     compute = sum(float(r["train_s"] or 0) + float(r["evaluate_s"] or 0) for r in runs_rows)
     failed = [r for r in runs_rows if r["status"] == "failed"]
     executed = sum(1 for r in runs_rows if r["this_call"] == "done")
+    not_run = sum(1 for r in runs_rows if r["status"] == "not run")
     lines = [
         f"# Study `{settings.out_dir.name}`: relational distillation on unseen prostate MRI sites",
         "",
@@ -360,7 +361,8 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         f"teachers: {', '.join(DISPLAY_NAMES[t] for t in info.teachers)}; students: {', '.join(DISPLAY_NAMES[s] for s in info.students)}"
         + (f"; objectives (Table 3): {', '.join(info.objectives)}" if tables3 else ""),
         f"- wall time of this invocation: {_minutes(info.wall_seconds)} ({executed} run(s) executed, "
-        f"{len(plan) - executed - len(failed)} reused, {len(failed)} failed); sum of the recorded run times "
+        f"{len(plan) - executed - len(failed) - not_run} reused, {len(failed)} failed"
+        + (f", {not_run} not run yet: the study is not complete" if not_run else "") + "); sum of the recorded run times "
         f"(train + evaluate, all invocations): {_minutes(compute)}",
         f"- machine: {os.cpu_count()} CPU core(s); load average (1, 5, 15 min) at start {info.load_start}, at end {info.load_end}"
         + (f"; torch threads per run: {settings.threads}" if settings.threads else ""),

@@ -66,6 +66,7 @@ __all__ = [
     "shell_text",
     "launch_subprocess",
     "execute",
+    "existing_outcomes",
     "environment_record",
     "compare_evaluations",
 ]
@@ -124,7 +125,8 @@ class Settings:
 @dataclass
 class Outcome:
     """What became of one run: ``status`` is ``done`` (trained and evaluated now), ``skipped`` (evaluated
-    before) or ``failed``; ``log`` is the log to read for a failure; ``seconds`` the wall time of this call."""
+    before), ``failed`` or ``not run`` (a report-only call, :func:`existing_outcomes`); ``log`` is the log to read
+    for a failure; ``seconds`` the wall time of this call."""
 
     run: Run
     status: str
@@ -555,6 +557,18 @@ def execute(
                 record(running.pop(future), future.result())
     bar.close()
     return [outcomes[run.key] for run in plan]
+
+
+def existing_outcomes(plan: Sequence[Run], settings: Settings) -> List[Outcome]:
+    """What :func:`execute` would reuse, without running anything: ``skipped`` for each run whose evaluations are
+    complete, ``not run`` for the others (a report between the calls of a study that spans sessions)."""
+    outcomes = []
+    for run in plan:
+        folder = run_dir(run, settings.out_dir)
+        finished = is_evaluated(folder) and is_seen_evaluated(folder)
+        outcomes.append(Outcome(run, "skipped" if finished else "not run", folder,
+                                message="evaluated before" if finished else "not trained yet"))
+    return outcomes
 
 
 def _minutes(seconds: float) -> str:
