@@ -717,6 +717,9 @@ def test_end_to_end_tiny(tmp_path):
         shift = list(csv.DictReader(f))
     assert [row["label"] for row in shift] == ["DeepLabV3+ (teacher)", "ENet w/o", "ENet w/ DeepLabV3+"]
     assert "## Domain shift: seen vs unseen sites" in (out / "README.md").read_text()
+    with open(out / "runs.csv") as f:  # every run, teacher included, has its flip rate on the source slices
+        assert all(0.0 <= float(row["flip_rate"]) <= 1.0 for row in csv.DictReader(f))
+    assert "## Degenerate masks: flip rate" in (out / "README.md").read_text()
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=300)
     assert rerun.returncode == 0 and rerun.stdout.count(": skipped") == 3, rerun.stdout[-3000:]
@@ -739,3 +742,63 @@ def test_git_commit_ignores_the_study_folder_it_rewrites(tmp_path):
     assert git_commit(repo) == f"{sha} (with uncommitted changes)"
     (repo / "code.py").write_text("x = 2\n")
     assert git_commit(repo, exclude=repo / "results" / "study") == f"{sha} (with uncommitted changes)"
+
+
+# ------------------------------------------------------------------------------------------------ flip rate
+
+
+def test_flip_rates_are_measured_once_per_weights_and_kept_without_them(tmp_path, monkeypatch):
+    import torch
+    from monai.bundle import ConfigParser
+
+    from tools.bundles import bundle_dir
+    from tools.data.synth import synthesize
+    from tools.distill_select import validation_flip_rate
+    from tools.study import flip_rates as study_flip_rates
+
+    synthesize(tmp_path / "data", cases_per_site=2, size=48, seed=0)
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    teacher, student_wo, student_w = plan
+    folder = run_dir(student_wo, settings.out_dir)
+    (folder / "models").mkdir(parents=True)
+    (folder / "eval_seen").mkdir()
+    parser = ConfigParser()
+    configs = Path(bundle_dir(student_wo.bundle)) / "configs"
+    parser.read_config([str(configs / "train.yaml"), str(configs / "profile_cpu.yaml")])
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def", instantiate=True).state_dict(), folder / "models" / "model.pt")
+    (run_dir(teacher, settings.out_dir) / "models").mkdir(parents=True)  # unreadable weights: reported, not raised
+    (run_dir(teacher, settings.out_dir) / "models" / "model.pt").write_text("not a checkpoint\n")
+    (run_dir(teacher, settings.out_dir) / "eval_seen").mkdir()
+
+    lines: List[str] = []
+    values = study_flip_rates.measure_flip_rates(plan, settings, echo=lines.append)
+    expected = validation_flip_rate(str(folder), str(tmp_path / "data"), "BIDMC", student_wo.bundle)
+    assert 0.0 < values[student_wo.key] <= 1.0
+    assert values[student_wo.key] == pytest.approx(expected, abs=1e-6)
+    assert values[teacher.key] is None and values[student_w.key] is None
+    assert len(lines) == 1 and lines[0].startswith(f"study: flip rate of {teacher.key} not measured: ")
+    assert json.loads((folder / "eval_seen" / "flip_rate.json").read_text())["flip_rate"] == values[student_wo.key]
+
+    def fail(*args):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(study_flip_rates, "_measure", fail)
+    assert study_flip_rates.measure_flip_rates(plan[1:2], settings)[student_wo.key] == values[student_wo.key]
+    (folder / "models" / "model.pt").unlink()  # a run reused without weights keeps what it recorded
+    assert study_flip_rates.measure_flip_rates(plan[1:2], settings)[student_wo.key] == values[student_wo.key]
+
+
+def test_flip_rate_table_means_over_seeds_and_marks_the_unmeasured():
+    plan = make_plan(["BIDMC", "HK"], [0, 1], ["deeplabv3plus"], ["enet"])
+    values = {r.key: None for r in plan}
+    wo = [r for r in plan if r.variant == "wo"]
+    values[wo[0].key], values[wo[1].key] = 0.1, 0.2  # BIDMC seeds 0 and 1
+    values[wo[2].key] = 0.4  # HK seed 0 only
+    from tools.study.flip_rates import flip_rate_markdown
+
+    lines = flip_rate_markdown(plan, values, ["BIDMC", "HK"])
+    assert lines[0] == "| model | BIDMC | HK | mean |"
+    assert "| ENet w/o | 0.150 | 0.400 (1 of 2) | 0.275 |" in lines
+    assert "| DeepLabV3+ (teacher) | n/a | n/a | n/a |" in lines

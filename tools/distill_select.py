@@ -45,15 +45,23 @@ def unseen_dice(run_dir: str) -> Optional[float]:
     return None
 
 
-def validation_flip_rate(run_dir: str, dataset_dir: str, target_site: str, student: str = STUDENT) -> float:
-    """Flip rate of ``run_dir/models/model.pt`` on the source validation slices (argmax at the network grid)."""
+def validation_flip_rate(run_dir: str, dataset_dir: str, target_site: str, student: str = STUDENT,
+                         profile_file: Optional[str] = "profile_cpu.yaml") -> float:
+    """Flip rate of ``run_dir/models/model.pt`` on the source validation slices (argmax at the network grid).
+
+    ``student``: the bundle whose ``train.yaml`` (+ ``profile_file``, ``None`` for the bundle's defaults) builds the
+    network and the validation preprocessing; any of the five bundles works."""
     from monai.bundle import ConfigParser
 
     from tools.bundles import bundle_dir
 
     configs = os.path.join(bundle_dir(student), "configs")
     parser = ConfigParser()
-    parser.read_config([os.path.join(configs, "train.yaml"), os.path.join(configs, "profile_cpu.yaml")])
+    files = [os.path.join(configs, "train.yaml")] + ([os.path.join(configs, profile_file)] if profile_file else [])
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"config file(s) of bundle {student!r} not found: {', '.join(missing)}.")
+    parser.read_config(files)
     parser["bundle_root"] = run_dir
     parser["dataset_dir"] = dataset_dir
     parser["target_site"] = target_site

@@ -26,6 +26,7 @@ import fire
 from tools.cli import one_line_errors
 
 from .dataset import prepare_data
+from .flip_rates import measure_flip_rates
 from .plan import make_plan, resolve_modules, resolve_networks, resolve_objectives, resolve_seeds, resolve_sites
 from .real_case import check_real_case
 from .report import StudyInfo, publish_report, write_outputs
@@ -119,6 +120,7 @@ def run(
               f"{sum(o.status == 'not run' for o in outcomes)} not run", flush=True)
     else:
         outcomes = execute(plan, settings, progress=progress, workers=workers)
+    flip_rates = measure_flip_rates(plan, settings)  # each run with weights on the source validation slices
     real_case = check_real_case(plan, outcomes, settings)  # every model on ../shared/data/real_case, TAPS beside
     info = StudyInfo(
         command="python -m tools.study " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -131,7 +133,7 @@ def run(
     staging = out_dir / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
     written = write_outputs(plan, outcomes, settings, info, measure_models=measure_models, real_case=real_case,
-                            report_dir=staging)
+                            report_dir=staging, flip_rates=flip_rates)
     if failed:  # the previous report in out_dir stays as it was; this call's report goes beside it
         kept = out_dir / FAILED_REPORT_DIR
         shutil.rmtree(kept, ignore_errors=True)

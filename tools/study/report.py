@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from .figures import plot_dice_by_site, plot_overlays
+from .flip_rates import flip_rate_markdown
 from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
 from .reading import study_verdicts, write_reading
 from .real_case import RealCaseReport, write_real_case_table
@@ -128,7 +129,7 @@ def _environment(folder: Path) -> str:
 
 
 def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outcomes: Mapping[str, Outcome],
-                    settings: Settings, path: Path) -> List[dict]:
+                    settings: Settings, path: Path, flip_rates: Mapping[str, Optional[float]]) -> List[dict]:
     rows = []
     for run in plan:
         folder = run_dir(run, settings.out_dir)
@@ -141,6 +142,7 @@ def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outco
             "this_call": outcome.status if outcome else "",
             "dice": "" if result.dice is None else f"{result.dice:.6f}",
             "seen_dice": "" if result.seen_dice is None else f"{result.seen_dice:.6f}",
+            "flip_rate": "" if flip_rates.get(run.key) is None else f"{flip_rates[run.key]:.6f}",
             "train_s": timing.get("train_s", ""),
             "evaluate_s": "" if "evaluate_s" not in timing else round(timing["evaluate_s"] + timing.get("evaluate_seen_s", 0.0), 2),
             "message": outcome.message if outcome else "",
@@ -233,9 +235,11 @@ def write_outputs(
     measure_models: bool = False,
     real_case: Optional[RealCaseReport] = None,
     report_dir: Optional[Path] = None,
+    flip_rates: Optional[Mapping[str, Optional[float]]] = None,
 ) -> Dict[str, Path]:
     """Write every output of the study into ``report_dir`` (default ``settings.out_dir``); returns ``{name: path}``
-    (``real_case`` when ``real_case`` is given: :func:`tools.study.real_case.check_real_case`).
+    (``real_case`` when ``real_case`` is given: :func:`tools.study.real_case.check_real_case`; ``flip_rates``:
+    :func:`tools.study.flip_rates.measure_flip_rates`, a runs.csv column and a README section).
 
     Run folders are read from ``settings.out_dir``; :func:`publish_report` moves a report written elsewhere
     into the study folder.
@@ -292,7 +296,8 @@ def write_outputs(
     table1 = write_table1(out, measure_models)
     if table1:
         written["table1"] = table1
-    runs_rows = _write_runs_csv(plan, results, by_key, settings, out / "runs.csv")
+    flip_rates = dict(flip_rates or {})
+    runs_rows = _write_runs_csv(plan, results, by_key, settings, out / "runs.csv", flip_rates)
     written["runs"] = out / "runs.csv"
 
     figure = plot_dice_by_site(rows2, out / "dice_by_site.png")
@@ -307,7 +312,7 @@ def write_outputs(
     invocations = record_invocation(out, info, outcomes, previous_dir=settings.out_dir)
     written["invocations"] = out / "invocations.csv"
     written["readme"] = _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations,
-                                      tables3)
+                                      tables3, flip_rates)
     return written
 
 
@@ -338,7 +343,7 @@ def publish_report(staging: Path, out_dir: Path, written: Mapping[str, Path]) ->
 
 
 def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations,
-                  tables3=()) -> Path:
+                  tables3=(), flip_rates=None) -> Path:
     compute = sum(float(r["train_s"] or 0) + float(r["evaluate_s"] or 0) for r in runs_rows)
     failed = [r for r in runs_rows if r["status"] == "failed"]
     executed = sum(1 for r in runs_rows if r["this_call"] == "done")
@@ -399,6 +404,14 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     if rows4:
         lines += [f"## Table 4: ablation ({DISPLAY_NAMES[info.students[0]]} from {DISPLAY_NAMES[info.teachers[0]]})",
                   "", markdown_table(rows4)]
+    if flip_rates and any(value is not None for value in flip_rates.values()):
+        lines += ["## Degenerate masks: flip rate on the source sites' validation slices", "",
+                  "`flip_rate` in runs.csv: the fraction of 4-neighbour pairs touching the predicted gland whose labels "
+                  "differ, argmax of `models/model.pt` at the network's grid before post-processing "
+                  "(`tools/study/flip_rates.py`); a filled gland gives about 0.1-0.2, the checkerboard of the "
+                  "literal objective about 0.5 or more. Means over seeds; measured while a run's weights exist, so "
+                  "runs reused without weights show `n/a` unless they recorded it.", ""]
+        lines += flip_rate_markdown(plan, flip_rates, info.sites) + [""]
     if "real_case" in written:
         section = written["real_case"].read_text().replace("### The real case", "## The real case", 1)
         lines += [section, "Per model: [real_case.csv](real_case.csv); masks in `runs/<SITE>/seed<K>/<run>/real_case/`.", ""]
