@@ -177,6 +177,24 @@ def test_the_ablation_can_be_limited_to_some_targets():
         make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"], modules, ablation_sites=["UCL"])
 
 
+def test_the_other_students_can_be_limited_to_some_targets_and_get_the_default_objective_only():
+    sites = ["RUNMC", "BIDMC", "HK"]
+    objectives = ["default", "paper_literal", "emkd"]
+    plan = make_plan(sites, [0], ["deeplabv3plus", "unetpp"], ["enet", "espnet", "erfnet"], (), objectives,
+                     student_sites=["BIDMC", "HK"])
+    for student in ("espnet", "erfnet"):
+        runs = [r for r in plan if r.network == student]
+        assert {r.site for r in runs} == {"BIDMC", "HK"}
+        assert sorted(r.name.split("__", 1)[1] for r in runs if r.site == "HK") == ["w_deeplabv3plus", "w_unetpp", "wo"]
+    enet = [r for r in plan if r.network == "enet"]
+    assert {r.site for r in enet} == set(sites)
+    assert {r.objective for r in enet} == set(objectives)  # Table 3 is one pair: the first student, first teacher
+    assert [r for r in enet if r.objective != "default"] == [r for r in plan if r.objective != "default"]
+    assert len(plan) == 3 * (2 + 1 + 2 + 2) + 2 * 2 * 3  # teachers, ENet w/o, w/ x 2, 2 objectives; the others
+    with pytest.raises(ValueError, match="student site 'UCL' is not a target site"):
+        make_plan(sites, [0], ["deeplabv3plus"], ["enet", "espnet"], student_sites=["UCL"])
+
+
 def test_module_terms_are_declared_in_every_students_distill_yaml():
     for bundle in STUDENTS.values():
         config = yaml.safe_load((REPO_ROOT / "bundles" / bundle / "configs" / "distill.yaml").read_text())

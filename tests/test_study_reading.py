@@ -145,3 +145,21 @@ def test_study_verdicts_cover_each_rule_and_are_written(tmp_path):
     text = write_reading(verdicts, tmp_path / "reading.md").read_text()
     assert text.startswith("# How the study reads\n\nRules from docs/distillation.md, section 10")
     assert "| **helps** |" in text and "| **met** |" in text
+
+
+def test_a_student_planned_on_some_sites_is_read_over_those_sites():
+    """``--student_sites BIDMC,HK``: the other sites' cells are empty (no run planned), not missing."""
+    def limited(kind, values, seen=None):
+        r = row(kind, {s: values for s in ("BIDMC", "HK")}, seen={s: seen for s in ("BIDMC", "HK")} if seen else None)
+        r.cells.update({s: Cell() for s in SITES if s not in ("BIDMC", "HK")})
+        return r
+
+    wo, w = limited("wo", (0.50, 0.52), (0.60, 0.62)), limited("w", (0.60, 0.62))
+    verdict = distillation_verdict(wo, w)
+    assert verdict.holds and "over 2 sites (BIDMC +0.100, HK +0.100)" in verdict.measured
+    assert "on at least 2 of 2 sites" in verdict.rule
+    teacher = row("teacher", same((0.8, 0.8)), seen=same((0.70, 0.70)))
+    gap = teacher_gap_verdict(teacher, wo)
+    assert gap.holds and gap.measured.startswith("mean +0.090 over 4 site-seed pairs")
+    shift = domain_shift_verdict(wo)
+    assert shift.holds and "over 2 sites" in shift.measured

@@ -40,14 +40,16 @@ FAILED_REPORT_DIR = "report_of_failed_call"
 """Where the report of a call with a failed run goes; the study folder's own report is left untouched."""
 
 
-def _selection(sites, teachers, students, modules, seeds, all_sites, objectives, ablation_sites=None):
+def _selection(sites, teachers, students, modules, seeds, all_sites, objectives, ablation_sites=None,
+               student_sites=None):
     sites = resolve_sites("all" if all_sites else sites)
     teachers = resolve_networks(teachers, "teacher")
     students = resolve_networks(students, "student")
     objectives = resolve_objectives(objectives)
     ablation_sites = None if ablation_sites is None else resolve_sites(ablation_sites)
+    student_sites = None if student_sites is None else resolve_sites(student_sites)
     plan = make_plan(sites, resolve_seeds(seeds), teachers, students, resolve_modules(modules), objectives,
-                     ablation_sites)
+                     ablation_sites, student_sites)
     return plan, sites, teachers, students, objectives
 
 
@@ -63,6 +65,7 @@ def run(
     out: Optional[str] = None,
     all_sites: bool = False,
     ablation_sites: Any = None,
+    student_sites: Any = None,
     override: Any = None,
     threads: Optional[int] = 1,
     workers: int = 1,
@@ -88,6 +91,8 @@ def run(
         out: the study folder (default ``results/<profile>_default``).
         all_sites: the six target sites (same as ``--sites all``).
         ablation_sites: the target sites of the ablation runs (``--modules``), e.g. ``BIDMC``; default: every site.
+        student_sites: the target sites of the students after the first (``--students all``), e.g. ``BIDMC,HK``;
+            default: every site. The first student runs on every target.
         override: config overrides for every run, e.g. ``"max_epochs=1,image_size=32"``.
         threads: OMP/MKL threads of each run (default 1: on a shared 2-core machine one thread per run was
             4-5x faster per training step than two; 0 or None: torch's default).
@@ -109,7 +114,7 @@ def run(
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     load_start = _load()
     plan, sites, teachers, students, objectives = _selection(sites, teachers, students, modules, seeds, all_sites,
-                                                             objectives, ablation_sites)
+                                                             objectives, ablation_sites, student_sites)
     out_dir = Path(out or f"results/{profile}_default").resolve()
     dataset_dir, data_text = prepare_data(data, out_dir)
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
@@ -169,10 +174,12 @@ def plan(
     out: Optional[str] = None,
     all_sites: bool = False,
     ablation_sites: Any = None,
+    student_sites: Any = None,
     override: Any = None,
 ) -> None:
     """Print the runs ``run`` would execute with the same arguments, and their commands; runs nothing."""
-    runs, *_ = _selection(sites, teachers, students, modules, seeds, all_sites, objectives, ablation_sites)
+    runs, *_ = _selection(sites, teachers, students, modules, seeds, all_sites, objectives, ablation_sites,
+                          student_sites)
     out_dir = Path(out or f"results/{profile}_default").resolve()
     dataset_dir = out_dir / "data" if str(data).lower() == "synthetic" else Path(data).resolve()
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override))

@@ -361,6 +361,7 @@ def make_plan(
     ablation: Sequence[Tuple[str, ...]] = (),
     objectives: Sequence[str] = (DEFAULT_OBJECTIVE,),
     ablation_sites: Optional[Sequence[str]] = None,
+    student_sites: Optional[Sequence[str]] = None,
 ) -> List[Run]:
     """Every run of the study in dependency order (teachers of a site and seed before their students).
 
@@ -370,10 +371,13 @@ def make_plan(
         teachers: short teacher names; every student is distilled from each.
         students: short student names.
         ablation: extra module combinations (:func:`resolve_modules`) for the first student with the first teacher.
-        objectives: the objectives of the ``w/`` runs from the first teacher (:func:`resolve_objectives`; Table 3
-            compares them for one teacher, as Table 4 does the modules); each one besides ``default`` adds one run
-            per student, right after its default ``w/`` run. The other teachers' students get the default only.
+        objectives: the objectives of the first student's ``w/`` runs from the first teacher
+            (:func:`resolve_objectives`; Table 3 compares them for one pair, as Table 4 does the modules, and as the
+            paper's Table 3 does for ENet); each one besides ``default`` adds one run, right after the default ``w/``
+            run. The other pairs get the default only.
         ablation_sites: the target sites of the ablation runs (canonical names, among ``sites``); ``None``: all.
+        student_sites: the target sites of the students after the first (their ``w/o`` and ``w/`` runs; canonical
+            names, among ``sites``); ``None``: all. The first student runs on every site.
 
     Runs that two roles would share (the ablation's "none" = ``w/o``, "all" = ``w/``) appear once.
     """
@@ -383,15 +387,21 @@ def make_plan(
     outside = [site for site in ablation_sites if site not in sites]
     if outside:
         raise ValueError(f"ablation site {outside[0]!r} is not a target site of the study ({list(sites)}).")
+    student_sites = list(sites) if student_sites is None else list(student_sites)
+    outside = [site for site in student_sites if site not in sites]
+    if outside:
+        raise ValueError(f"student site {outside[0]!r} is not a target site of the study ({list(sites)}).")
     plan: List[Run] = []
     for site in sites:
         for seed in seeds:
             site_runs = [Run(site, int(seed), t) for t in teachers]
             for student in students:
+                if student != students[0] and site not in student_sites:
+                    continue
                 site_runs.append(Run(site, int(seed), student))
                 for t in teachers:
                     site_runs.append(Run(site, int(seed), student, t, ALL_MODULES))
-                    if t == teachers[0]:
+                    if t == teachers[0] and student == students[0]:
                         site_runs += [Run(site, int(seed), student, t, ALL_MODULES, objective)
                                       for objective in objectives if objective != DEFAULT_OBJECTIVE]
             if students and site in ablation_sites:

@@ -72,6 +72,12 @@ def majority(n: int) -> int:
     return math.ceil(2 * n / 3)
 
 
+def _planned(*rows: Row) -> List[str]:
+    """The target sites where any of ``rows`` has a run planned (a student limited by ``--student_sites`` is read
+    over its own sites)."""
+    return [site for site in rows[0].cells if any(row.cells[site].status != "empty" for row in rows)]
+
+
 def _missing(cells: Dict[str, Sequence[Cell]]) -> List[str]:
     return [site for site, group in cells.items() if any(c.status != "done" for c in group)]
 
@@ -89,7 +95,7 @@ def _sites(n: int) -> str:
 def distillation_verdict(wo: Row, w: Row) -> Verdict:
     """Does distilling help the student on the unseen site? ``wo``/``w``: Table 2's student rows."""
     question = f"Does distillation help? ({w.label} vs {wo.label}, unseen Dice)"
-    sites = list(wo.cells)
+    sites = _planned(wo, w)
     rule = ("mean over sites of (w/ - w/o) > 0, and w/ - w/o > the larger seed spread of the two cells on at least "
             f"{majority(len(sites))} of {len(sites)} sites")
     missing = _missing({s: (wo.cells[s], w.cells[s]) for s in sites})
@@ -128,7 +134,7 @@ def teacher_gap_verdict(teacher: Row, wo: Row, minimum: float = TEACHER_GAP_MIN)
     """Is the teacher ahead of the student alone on the source sites' validation cases (seen Dice)?"""
     question = f"A teacher worth distilling from? ({teacher.label} vs {wo.label}, seen Dice)"
     rule = f"mean over (site, seed) pairs of (teacher seen - student w/o seen) >= {minimum:+.2f}"
-    sites = list(teacher.cells)
+    sites = _planned(wo)
     missing = [s for s in sites if not _seen_complete(teacher.cells[s], wo.cells[s])]
     if missing or not sites:
         return _incomplete(question, rule, missing, len(sites))
@@ -180,7 +186,7 @@ def objective_verdict(rows3: Sequence[Row]) -> Optional[Verdict]:
 def domain_shift_verdict(wo: Row) -> Verdict:
     """Does the student alone lose Dice on the site it never saw (unseen - seen, mean over seeds)?"""
     question = f"Is there a domain shift? ({wo.label}, unseen - seen Dice)"
-    sites = list(wo.cells)
+    sites = _planned(wo)
     rule = f"mean over sites of (unseen - seen) < 0, and negative on at least {majority(len(sites))} of {len(sites)} sites"
     missing = [s for s in sites if not _seen_complete(wo.cells[s])]
     if missing or not sites:
