@@ -31,9 +31,8 @@
 import os
 import sys
 
-import fire
 
-from tools.cli import one_line_errors
+from tools.cli import fire_commands, one_line_errors
 
 
 def _names(value) -> list:
@@ -291,7 +290,7 @@ def preprocessing(
 
 
 if __name__ == "__main__":
-    fire.Fire({name: one_line_errors(command) for name, command in
+    fire_commands({name: one_line_errors(command) for name, command in
                {"models": models, "inference": inference, "distill": distill, "quantization": quantization,
                 "preprocessing": preprocessing}.items()},
-              name="tools.bench")
+                  name="tools.bench")

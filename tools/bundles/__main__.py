@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import sys
 
-import fire
 
-from tools.cli import one_line_errors
+from tools.cli import fire_commands, one_line_errors
 
 from .package import package_bundle
 from .sync import sync_bundles
@@ -42,7 +41,7 @@ def package(bundle: str, out: str, weights: str = None, onnx: str = None) -> Non
 
 
 def main() -> None:
-    fire.Fire({"sync": one_line_errors(sync), "package": one_line_errors(package)}, name="tools.bundles")
+    fire_commands({"sync": one_line_errors(sync), "package": one_line_errors(package)}, name="tools.bundles")
 
 
 if __name__ == "__main__":

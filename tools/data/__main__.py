@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence, Union
 
-import fire
 
-from tools.cli import one_line_errors
+from tools.cli import fire_commands, one_line_errors
 
 from .datalist import build_index, datalist_filename, load_index, make_all_splits, make_split
 from .io import DatasetError, write_json
@@ -188,7 +187,7 @@ COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split
 
 
 def main() -> None:
-    fire.Fire(COMMANDS, name="tools.data")
+    fire_commands(COMMANDS, name="tools.data")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import fire
 
-from tools.cli import one_line_errors
+from tools.cli import fire_commands, one_line_errors
 
 from .dataset import prepare_data
 from .flip_rates import measure_flip_rates
@@ -38,6 +37,33 @@ STAGING_DIR = ".report.partial"
 """Where a call writes its report before it replaces the one in the study folder."""
 FAILED_REPORT_DIR = "report_of_failed_call"
 """Where the report of a call with a failed run goes; the study folder's own report is left untouched."""
+
+
+LOCK_NAME = ".study.lock"
+"""The file a ``run`` call holds locked (``flock``) in its study folder, so that a second call on the same folder
+stops instead of training the same run folders at once."""
+
+
+def hold_study_folder(out_dir: Path):
+    """Lock ``out_dir/.study.lock`` for this process (released when the returned file is closed or the process
+    ends, however it ends); a folder that another call holds raises one line naming that call's pid."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(out_dir / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise OSError(f"{out_dir} is in use by another `tools.study run` (pid {holder}): wait for it to end, or "
+                           "pass another --out.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _selection(sites, teachers, students, modules, seeds, all_sites, objectives, ablation_sites=None,
@@ -116,6 +142,7 @@ def run(
     plan, sites, teachers, students, objectives = _selection(sites, teachers, students, modules, seeds, all_sites,
                                                              objectives, ablation_sites, student_sites)
     out_dir = Path(out or f"results/{profile}_default").resolve()
+    lock = hold_study_folder(out_dir)  # noqa: F841 (held until this call returns)
     dataset_dir, data_text = prepare_data(data, out_dir)
     settings = Settings(out_dir, dataset_dir, profile, parse_overrides(override), threads)
     print(f"study: {len(plan)} run(s) into {out_dir}", flush=True)
@@ -197,7 +224,7 @@ def _load():
 
 
 def main() -> None:
-    fire.Fire({"run": one_line_errors(run), "plan": one_line_errors(plan)}, name="tools.study")
+    fire_commands({"run": one_line_errors(run), "plan": one_line_errors(plan)}, name="tools.study")
 
 
 if __name__ == "__main__":
