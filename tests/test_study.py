@@ -513,6 +513,9 @@ def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
     record = json.loads((out / "runs" / "BIDMC" / "seed0" / "prostate_mri_enet_student__wo" / "environment.json").read_text())
     assert record["torch"] == metadata.version("torch") and record["monai"] == metadata.version("monai")
     assert record["python"] == ".".join(map(str, sys.version_info[:3]))
+    import torch
+
+    assert record["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() and record["cpu"]
     with open(out / "runs.csv") as f:
         environments = {r["environment"] for r in csv.DictReader(f)}
     assert len(environments) == 1 and f"torch {metadata.version('torch')}" in environments.pop()

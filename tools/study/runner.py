@@ -340,6 +340,16 @@ _ENVIRONMENT_SCRIPT = """
 import json, platform
 from importlib import metadata
 record = {"python": platform.python_version(), "platform": platform.system() + " " + platform.machine()}
+try:  # the processor: the same package versions trained differently in another working session
+    with open("/proc/cpuinfo") as handle:
+        record["cpu"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+except (OSError, StopIteration):
+    record["cpu"] = platform.processor() or "unknown"
+try:  # the instruction set torch's CPU kernels dispatch to (e.g. AVX2, AVX512)
+    import torch
+    record["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+except Exception as error:
+    record["torch_cpu_capability"] = f"unknown ({type(error).__name__})"
 for package in PACKAGES:
     try:
         record[package] = metadata.version(package)
@@ -350,8 +360,9 @@ print(json.dumps(record))
 
 
 def environment_record(python: str = sys.executable) -> Dict[str, str]:
-    """``{"python": ..., "platform": ..., <package>: <version>}`` of the interpreter ``python`` (the one that trains;
-    :data:`ENVIRONMENT_PACKAGES`, read from its installed metadata without importing them), or ``{"error": ...}``."""
+    """``{"python", "platform", "cpu" (the processor's model name), "torch_cpu_capability" (the instruction set of
+    torch's CPU kernels), <package>: <version>}`` of the interpreter ``python`` (the one that trains;
+    :data:`ENVIRONMENT_PACKAGES`, read from its installed metadata), or ``{"error": ...}``."""
     script = f"PACKAGES = {list(ENVIRONMENT_PACKAGES)!r}\n" + _ENVIRONMENT_SCRIPT
     try:
         result = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=120)
