@@ -375,7 +375,8 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
     environments = Counter(r["environment"] for r in runs_rows if r.get("environment"))
     if environments:
         lines.append(f"- training environment(s) ({len(environments)}; `environment` in runs.csv; training repeats "
-                     "bit for bit within one environment, not across them): "
+                     "bit for bit on one machine, but the same package versions trained differently in another "
+                     "working session, docs/distillation.md section 10): "
                      + "; ".join(f"{env} ({count} run(s))" for env, count in environments.most_common()))
     lines += [f"- {note}" for note in info.notes]
     if invocations:
