@@ -22,8 +22,9 @@ Nothing checks that a finished run used today's configs or overrides: delete a r
 Retraining for students: a teacher run whose results are kept without its weights (a study committed across
 sessions keeps evaluations, not ``models/``) is trained and evaluated again when a student of the plan that is not
 yet evaluated needs its weights. Its previous evaluations, timing and environment move to ``before_retraining/``,
-and ``reproduction.json`` compares the new per-case Dice with them (:func:`compare_evaluations`): in one
-environment training is bitwise repeatable, so they should be equal.
+and ``reproduction.json`` compares the new per-case Dice with them (:func:`compare_evaluations`): on the machine
+and environment that trained it they are equal bit for bit; on another machine they can differ (the students
+then learn from the new weights, and the table reads the new evaluation).
 A run that fails (non-zero exit) is reported with its log; the runs that need its weights (the students of a
 failed teacher) fail without running; every other run goes on.
 """
