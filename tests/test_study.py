@@ -342,6 +342,35 @@ def test_a_kept_teacher_without_weights_is_retrained_only_for_unfinished_student
     assert "differ" in outcomes[0].message and "0.6000 -> 0.5500" in outcomes[0].message
 
 
+def test_runs_asked_for_are_retrained_once_and_compared(tmp_path):
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC", "HK"], [0], ["deeplabv3plus"], ["enet"])
+    execute(plan, settings, FakeLauncher(), progress=False, echo=lambda line: None)
+    bidmc = [r.key for r in plan if r.site == "BIDMC"]
+    launcher = FakeLauncher(dice=lambda folder: {"Case00": 0.5, "Case02": 0.8})
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None, retrain=bidmc)
+    assert [o.status for o in outcomes] == ["done"] * 3 + ["skipped"] * 3
+    assert [c[0] for c in launcher.calls] == ["training", "evaluating", "evaluating"] * 3  # teacher before students
+    assert all("BIDMC" in str(o.folder) for o in outcomes[:3]) and launcher.calls[0][1] == plan[0].name
+    for run in plan[:3]:
+        reproduction = json.loads((run_dir(run, settings.out_dir) / "reproduction.json").read_text())
+        assert reproduction["eval"]["max_abs_difference"] == pytest.approx(0.1) and not reproduction["identical"]
+    assert "differ from the recorded ones (unseen mean 0.6000 -> 0.6500" in outcomes[0].message
+    launcher.calls.clear()  # once: a second call with the same request skips them
+    outcomes = execute(plan, settings, launcher, progress=False, echo=lambda line: None, retrain=bidmc)
+    assert [o.status for o in outcomes] == ["skipped"] * 6 and launcher.calls == []
+    with pytest.raises(ValueError, match="retrain: 'UCL/seed0/prostate_mri_enet_student__wo' is not a run of the plan"):
+        execute(plan, settings, launcher, progress=False, retrain=["UCL/seed0/prostate_mri_enet_student__wo"])
+
+
+def test_retrain_sites_are_checked_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="cannot go with --report_only"):
+        cli_run(data=str(tmp_path / "data"), out=str(tmp_path / "study"), retrain_sites="BIDMC", report_only=True)
+    with pytest.raises(ValueError, match="retrain site 'HK' is not a target site"):
+        cli_run(data=str(tmp_path / "data"), out=str(tmp_path / "study"), retrain_sites="HK")
+    assert not (tmp_path / "study").exists()
+
+
 def test_comparing_evaluations_refuses_a_file_without_dice_columns(tmp_path):
     write_eval(tmp_path / "before", {"Case00": 0.5})
     write_eval(tmp_path / "before", {"Case00": 0.5}, "eval_seen")

@@ -98,6 +98,7 @@ def run(
     measure_models: bool = False,
     progress: bool = True,
     report_only: bool = False,
+    retrain_sites: Any = None,
 ) -> None:
     """Train and evaluate every run of the study, then write its tables, figures and README under ``out``.
 
@@ -129,6 +130,9 @@ def run(
         report_only: train and evaluate no run: write the report of the runs already evaluated, the others
             shown as ``not run`` (a study that spans several sessions, between its calls); the real case is
             measured as in any call (a run whose weights are here and whose mask is older is inferred).
+        retrain_sites: target sites whose finished runs are trained again, once, e.g. ``BIDMC`` (so that the
+            runs a table compares were trained on one machine); each keeps its previous results in
+            ``before_retraining/`` and compares them in ``reproduction.json``.
 
     The report (tables, figures, README) is written into ``out/.report.partial`` and replaces the one in
     ``out`` only when every run succeeded; when a run failed, ``out``'s report (e.g. the committed results) is
@@ -141,6 +145,12 @@ def run(
     load_start = _load()
     plan, sites, teachers, students, objectives = _selection(sites, teachers, students, modules, seeds, all_sites,
                                                              objectives, ablation_sites, student_sites)
+    retrain_sites = [] if retrain_sites is None else resolve_sites(retrain_sites)
+    if retrain_sites and report_only:
+        raise ValueError("--retrain_sites trains runs; it cannot go with --report_only.")
+    outside = [site for site in retrain_sites if site not in sites]
+    if outside:
+        raise ValueError(f"retrain site {outside[0]!r} is not a target site of the study ({sites}).")
     out_dir = Path(out or f"results/{profile}_default").resolve()
     lock = hold_study_folder(out_dir)  # noqa: F841 (held until this call returns)
     dataset_dir, data_text = prepare_data(data, out_dir)
@@ -151,7 +161,8 @@ def run(
         print(f"study: report only; {sum(o.status == 'skipped' for o in outcomes)} run(s) evaluated, "
               f"{sum(o.status == 'not run' for o in outcomes)} not run", flush=True)
     else:
-        outcomes = execute(plan, settings, progress=progress, workers=workers)
+        retrain = [r.key for r in plan if r.site in retrain_sites]
+        outcomes = execute(plan, settings, progress=progress, workers=workers, retrain=retrain)
     flip_rates = measure_flip_rates(plan, settings)  # each run with weights on the source validation slices
     real_case = check_real_case(plan, outcomes, settings)  # every model on ../shared/data/real_case, TAPS beside
     info = StudyInfo(

@@ -434,9 +434,9 @@ def _set_aside_for_retraining(folder: Path) -> None:
 
 def _reproduction_text(comparison: Mapping[str, Any]) -> str:
     if comparison["identical"]:
-        return "retrained for its students: per-case Dice equal to the recorded ones"
+        return "retrained: per-case Dice equal to the recorded ones"
     unseen, seen = comparison["eval"], comparison[SEEN_EVAL_DIR]
-    return (f"retrained for its students: per-case Dice differ from the recorded ones (unseen mean "
+    return (f"retrained: per-case Dice differ from the recorded ones (unseen mean "
             f"{unseen['recorded_mean']:.4f} -> {unseen['new_mean']:.4f}, largest difference "
             f"{unseen['max_abs_difference']:.4f}; seen {seen['recorded_mean']:.4f} -> {seen['new_mean']:.4f}); "
             f"see {REPRODUCTION_FILE}")
@@ -498,6 +498,7 @@ def execute(
     progress: bool = True,
     echo: Optional[Callable[[str], None]] = None,
     workers: int = 1,
+    retrain: Sequence[str] = (),
 ) -> List[Outcome]:
     """Run ``plan``; one :class:`Outcome` per run, in plan order.
 
@@ -505,7 +506,9 @@ def execute(
     :func:`is_seen_evaluated`) are skipped. A failed run is reported with its log; a run whose teacher failed before
     writing its weights fails too, naming the teacher's log, without running; every other run goes on. A finished
     teacher run without ``models/model.pt`` whose unfinished students are in the plan is retrained first (module
-    docstring; its outcome is ``done``, its message says whether the per-case Dice reproduced).
+    docstring; its outcome is ``done``, its message says whether the per-case Dice reproduced). ``retrain``: keys
+    of finished runs to train again the same way, once (a run that has a ``reproduction.json`` was retrained
+    already and is skipped), e.g. so that the runs a table compares were all trained on one machine.
     ``workers`` runs go at once (each in its own thread launching its subprocesses); a run starts once its teacher
     run has finished, otherwise in plan order, so ``workers=1`` runs the plan in order. ``progress`` shows a tqdm
     bar over runs; one line per run (``echo``, default the bar's ``write`` or ``print``) gives its status and
@@ -519,12 +522,19 @@ def execute(
     launcher = launcher or launch_subprocess
     env = _environment(settings)
     outcomes: Dict[str, Outcome] = {}
+    by_key = {run.key: run for run in plan}
+    unknown = sorted(set(retrain) - set(by_key))
+    if unknown:
+        raise ValueError(f"retrain: {unknown[0]!r} is not a run of the plan.")
     bar = tqdm(total=len(plan), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
     write = echo or (bar.write if progress else print)
     keys = {run.key for run in plan}
     finished = {run.key for run in plan
                 if is_evaluated(run_dir(run, settings.out_dir)) and is_seen_evaluated(run_dir(run, settings.out_dir))}
-    weights_needed = {run.depends_on for run in plan if run.depends_on and run.key not in finished}
+    retrain = {key for key in retrain if key in finished
+               and not (run_dir(by_key[key], settings.out_dir) / REPRODUCTION_FILE).is_file()}
+    weights_needed = {run.depends_on for run in plan
+                      if run.depends_on and (run.key not in finished or run.key in retrain)}
     pending = list(plan)
     running: Dict[Any, Run] = {}
 
@@ -549,7 +559,8 @@ def execute(
                 pending.remove(run)
                 folder = run_dir(run, settings.out_dir)
                 dependency = outcomes.get(run.depends_on) if run.depends_on else None
-                if run.key in finished and run.key in weights_needed and not _weights_ready(folder):
+                if run.key in retrain or (run.key in finished and run.key in weights_needed
+                                          and not _weights_ready(folder)):
                     _set_aside_for_retraining(folder)
                     bar.set_postfix_str(run.key, refresh=True)
                     running[pool.submit(_run_one, run, settings, launcher, env)] = run
