@@ -539,6 +539,10 @@ def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
     # each trained run recorded the training interpreter's versions; runs.csv and the README show them
     from importlib import metadata
 
+    (out / "overlays_BIDMC.png").write_bytes(b"drawn when the masks existed")  # the fake runs keep no masks:
+    cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)  # a figure drawn before is kept, not redrawn
+    assert (out / "overlays_BIDMC.png").read_bytes() == b"drawn when the masks existed"
+    assert "![Overlays on BIDMC](overlays_BIDMC.png)" in (out / "README.md").read_text()
     record = json.loads((out / "runs" / "BIDMC" / "seed0" / "prostate_mri_enet_student__wo" / "environment.json").read_text())
     assert record["torch"] == metadata.version("torch") and record["monai"] == metadata.version("monai")
     assert record["python"] == ".".join(map(str, sys.version_info[:3]))
@@ -728,6 +732,10 @@ def test_figures(tmp_path):
     found = plot_overlays(results, tmp_path / "study", "BIDMC", ["deeplabv3plus"], ["enet"], tmp_path / "found.png",
                           dataset_dir=tmp_path / "data")
     assert found.is_file() and found.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in plan:  # results kept without their masks: no prediction to draw, no figure
+        shutil.rmtree(run_dir(r, tmp_path / "study") / "eval" / "masks")
+    assert plot_overlays(results, tmp_path / "study", "BIDMC", ["deeplabv3plus"], ["enet"], tmp_path / "bare.png",
+                         dataset_dir=tmp_path / "data") is None
 
 
 # ------------------------------------------------------------------------------------------- end to end

@@ -125,10 +125,13 @@ def plot_overlays(
     path: Path, max_cases: int = 4, dataset_dir: Optional[Path] = None,
 ) -> Optional[Path]:
     """``overlays_<SITE>.png``: up to ``max_cases`` cases of ``site`` (columns) through the runs of
-    :func:`_overlay_runs` (rows); GT contour red, prediction green. ``None`` when nothing was evaluated.
+    :func:`_overlay_runs` (rows); GT contour red, prediction green. ``None`` when nothing was evaluated, or
+    when no run kept its masks (runs reused from committed results): the figure would show no prediction.
     ``dataset_dir`` is where to look for an image whose recorded path is gone (:func:`_image_file`)."""
     runs = _overlay_runs(results, site, teachers, students)
     if not runs or not runs[0].cases:
+        return None
+    if not any((run_dir(r.run, out_dir) / "eval" / "masks").is_dir() for r in runs):
         return None
     cases = [dict(c, file=_image_file(c["file"], dataset_dir)) for c in sorted(runs[0].cases, key=lambda c: c["case"])]
     cases = [c for c in cases if os.path.isfile(c["file"])][:max_cases]

@@ -306,6 +306,9 @@ def write_outputs(
     for site in info.sites:
         overlay = plot_overlays(results, settings.out_dir, site, info.teachers, info.students, out / f"overlays_{site}.png",
                                 dataset_dir=settings.dataset_dir)
+        previous = settings.out_dir / f"overlays_{site}.png"
+        if overlay is None and previous.is_file() and previous.parent != out:  # no mask left to draw: keep the
+            overlay = Path(shutil.copy2(previous, out / previous.name))  # figure drawn when the masks existed
         if overlay:
             written[f"overlays_{site}"] = overlay
 
