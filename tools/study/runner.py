@@ -70,6 +70,7 @@ __all__ = [
     "existing_outcomes",
     "environment_record",
     "compare_evaluations",
+    "read_raw_metric",
 ]
 
 PROFILES: Dict[str, Optional[str]] = {"cpu": "profile_cpu.yaml", "paper": None}
@@ -384,15 +385,20 @@ def _weights_ready(folder: Path) -> bool:
     return (folder / TRAINED_MARKER).is_file() and (folder / "models" / "model.pt").is_file()
 
 
-def _per_case_dice(eval_dir: Path) -> Dict[str, float]:
-    """Case file name -> Dice from ``<eval_dir>/test_dice_raw.csv`` (the name, not the path, which names the clone
-    that evaluated it)."""
-    path = eval_dir / "test_dice_raw.csv"
+def read_raw_metric(path: Path) -> Dict[str, float]:
+    """``{image file: value}`` from one of MONAI's MetricsSaver ``test_<metric>_raw.csv`` (its ``mean`` column)."""
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "filename" not in rows[0] or "mean" not in rows[0]:
-        raise ValueError(f"{path}: expected the columns 'filename' and 'mean' of MONAI's MetricsSaver.")
-    return {Path(row["filename"]).name: float(row["mean"]) for row in rows}
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "filename" not in reader.fieldnames or "mean" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected the columns 'filename' and 'mean' of MONAI's MetricsSaver, got "
+                             f"{reader.fieldnames}.")
+        return {row["filename"]: float(row["mean"]) for row in reader}
+
+
+def _per_case_dice(eval_dir: Path) -> Dict[str, float]:
+    """Case file name -> Dice of ``<eval_dir>/test_dice_raw.csv`` (the name, not the path, which names the clone
+    that evaluated it)."""
+    return {Path(name).name: value for name, value in read_raw_metric(eval_dir / "test_dice_raw.csv").items()}
 
 
 def compare_evaluations(recorded: Path, folder: Path) -> Dict[str, Any]:

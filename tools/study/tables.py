@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from tools.data.layout import SITES
 
 from .plan import ABLATION_GRID, DEFAULT_OBJECTIVE, DISPLAY_NAMES, OBJECTIVE_NAMES, OBJECTIVES, Run
-from .runner import SEEN_EVAL_DIR, Outcome, is_evaluated, is_seen_evaluated, run_dir
+from .runner import SEEN_EVAL_DIR, Outcome, is_evaluated, is_seen_evaluated, read_raw_metric, run_dir
 
 __all__ = [
     "PAPER_TABLE2",
@@ -169,14 +169,6 @@ def read_metrics(path: Path) -> Dict[str, float]:
     return values
 
 
-def _read_raw(path: Path) -> Dict[str, float]:
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "filename" not in reader.fieldnames or "mean" not in reader.fieldnames:
-            raise ValueError(f"{path}: expected MetricsSaver columns 'filename,...,mean', got {reader.fieldnames}.")
-        return {row["filename"]: float(row["mean"]) for row in reader}
-
-
 def case_name(filename: str) -> str:
     """``Case07`` from ``/data/BIDMC/Case07.nii.gz`` (the file name without its volume extension)."""
     name = os.path.basename(filename)
@@ -189,7 +181,7 @@ def case_name(filename: str) -> str:
 def read_per_case(eval_dir: Path) -> List[dict]:
     """One ``{"case", "file", "dice", "hd95", "asd"}`` per case from ``eval_dir/test_*_raw.csv``."""
     eval_dir = Path(eval_dir)
-    tables = {metric: _read_raw(eval_dir / f"test_{metric}_raw.csv") for metric in ("dice", "hd95", "asd")}
+    tables = {metric: read_raw_metric(eval_dir / f"test_{metric}_raw.csv") for metric in ("dice", "hd95", "asd")}
     if not (tables["dice"].keys() == tables["hd95"].keys() == tables["asd"].keys()):
         raise ValueError(f"{eval_dir}: the per-case CSVs of dice, hd95 and asd list different cases.")
     return [
