@@ -363,6 +363,31 @@ def test_runs_asked_for_are_retrained_once_and_compared(tmp_path):
         execute(plan, settings, launcher, progress=False, retrain=["UCL/seed0/prostate_mri_enet_student__wo"])
 
 
+def test_retrained_runs_are_tabled_beside_their_recorded_results(tmp_path):
+    from tools.study.retraining import retraining_markdown
+
+    settings = settings_for(tmp_path)
+    plan = make_plan(["BIDMC", "HK"], [0, 1], ["deeplabv3plus"], ["enet"])
+    execute(plan, settings, FakeLauncher(), progress=False, echo=lambda line: None)
+    assert retraining_markdown(plan, settings.out_dir) == []  # nothing retrained: no section
+    bidmc = [r.key for r in plan if r.site == "BIDMC"]
+    seed_of = lambda folder: int(folder.parent.name[len("seed"):])  # seed 0 repeats, seed 1 does not
+    launcher = FakeLauncher(dice=lambda folder: {"Case00": 0.5, "Case02": 0.7 + 0.2 * seed_of(folder)})
+    execute(plan, settings, launcher, progress=False, echo=lambda line: None, retrain=bidmc)
+    lines = retraining_markdown(plan, settings.out_dir)
+    assert len(lines) == 2 + 3  # header, rule, one row per BIDMC model; HK was not retrained
+    teacher_row = lines[2].split(" | ")
+    # recorded 0.6 for both seeds; after: 0.6 (seed 0) and 0.7 (seed 1), both for unseen and seen
+    assert teacher_row[0] == "| DeepLabV3+ (teacher)" and teacher_row[1:4] == ["BIDMC", "2", "0.600"]
+    assert teacher_row[4:7] == ["0.650", "0.600", "0.650"]
+    assert teacher_row[7:] == ["0.200", "1 of 2 |"]
+
+    broken = run_dir(plan[0], settings.out_dir) / "reproduction.json"
+    broken.write_text(json.dumps({"identical": True, "eval": {}}))
+    with pytest.raises(ValueError, match=f"{broken}: not a retrained-run comparison"):
+        retraining_markdown(plan, settings.out_dir)
+
+
 def test_retrain_sites_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="cannot go with --report_only"):
         cli_run(data=str(tmp_path / "data"), out=str(tmp_path / "study"), retrain_sites="BIDMC", report_only=True)
@@ -553,6 +578,10 @@ def test_a_successful_call_replaces_the_report_whole(tmp_path, monkeypatch):
         environments = {r["environment"] for r in csv.DictReader(f)}
     assert len(environments) == 1 and f"torch {metadata.version('torch')}" in environments.pop()
     assert "training environment(s) (1;" in (out / "README.md").read_text()
+    assert "## Retrained runs" not in (out / "README.md").read_text()
+    cli_run(data=str(tmp_path / "data"), out=str(out), progress=False, retrain_sites="BIDMC")
+    readme = (out / "README.md").read_text()  # the same fake Dice again: repeated, and shown beside the recorded
+    assert "## Retrained runs" in readme and "| ENet w/o | BIDMC | 1 | 0.600 | 0.600 | 0.600 | 0.600 | 0.000 | 1 of 1 |" in readme
 
 
 def test_a_report_only_call_trains_nothing_and_shows_the_rest_as_not_run(tmp_path, monkeypatch):

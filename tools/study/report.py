@@ -22,6 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from .figures import plot_dice_by_site, plot_overlays
 from .flip_rates import flip_rate_markdown
+from .retraining import retraining_markdown
 from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
 from .reading import study_verdicts, write_reading
 from .real_case import RealCaseReport, write_real_case_table
@@ -416,6 +417,14 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
                   "literal objective about 0.5 or more. Means over seeds; measured while a run's weights exist, so "
                   "runs reused without weights show `n/a` unless they recorded it.", ""]
         lines += flip_rate_markdown(plan, flip_rates, info.sites) + [""]
+    retrained = retraining_markdown(plan, settings.out_dir)
+    if retrained:
+        lines += ["## Retrained runs: the results recorded before retraining beside the new ones", "",
+                  "Runs trained again (`--retrain_sites`, or a kept teacher retrained for new students) keep their "
+                  "previous evaluations in `before_retraining/` and the per-case comparison in `reproduction.json`; "
+                  "the tables above read the new ones. Means over the retrained seeds (Dice); training repeats bit "
+                  "for bit on one machine, not necessarily on another (docs/distillation.md section 10).", ""]
+        lines += retrained + [""]
     if "real_case" in written:
         section = written["real_case"].read_text().replace("### The real case", "## The real case", 1)
         lines += [section, "Per model: [real_case.csv](real_case.csv); masks in `runs/<SITE>/seed<K>/<run>/real_case/`.", ""]

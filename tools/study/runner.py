@@ -70,6 +70,7 @@ __all__ = [
     "existing_outcomes",
     "environment_record",
     "compare_evaluations",
+    "REPRODUCTION_FILE",
     "read_raw_metric",
 ]
 
