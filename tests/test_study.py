@@ -687,6 +687,10 @@ def test_single_seed_has_no_std_and_table4_rows(tmp_path):
     assert [row.label for row in rows] == ["Teacher: DeepLabV3+", "Student: ENet", "+LM", "+AAM + KMM + LM"]
     assert [row.cells["BIDMC"].text() for row in rows] == ["0.800", "0.500", "0.550", "0.600"]
     assert [row.paper["BIDMC"] for row in rows] == [0.878, 0.701, 0.619, 0.796]
+    other = Run("BIDMC", 0, "enet", "deeplabv3plus", ALL, "paper_literal")  # Table 3's: not Table 4's "all" row
+    write_eval(run_dir(other, tmp_path), {"Case00": 0.1, "Case02": 0.1})
+    rows = table4_rows(collect(plan + [other], tmp_path), "deeplabv3plus", "enet")
+    assert rows[-1].cells["BIDMC"].text() == "0.600" and len(rows[-1].cells["BIDMC"].results) == 1
     assert Cell().text() == "" and Cell([RunResult(plan[0], "not run")]).text() == "not run"
 
     (gain,) = distillation_gains(table2_rows(results, ["deeplabv3plus"], ["enet"]))

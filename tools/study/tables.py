@@ -327,7 +327,8 @@ def table3_rows(results: Mapping[str, RunResult], teacher: str, student: str) ->
 
 
 def table4_rows(results: Mapping[str, RunResult], teacher: str, student: str) -> List[Row]:
-    """Table 4: the teacher, then ``student`` distilled from ``teacher`` with each module combination that ran."""
+    """Table 4: the teacher, then ``student`` distilled from ``teacher`` with each module combination that ran (the
+    default objective's: the ablation is of it; runs of other objectives are Table 3's)."""
     sites = _sites_of(results)
     paper = PAPER_TABLE4 if (student, teacher) == PAPER_TABLE4_PAIR else {}
     rows = [Row(("teacher", teacher), f"Teacher: {DISPLAY_NAMES[teacher]}",
@@ -335,7 +336,8 @@ def table4_rows(results: Mapping[str, RunResult], teacher: str, student: str) ->
                 {site: _paper_value(paper.get("teacher"), site) for site in sites})]
     for label, modules in ABLATION_GRID:
         def match(r, modules=modules):
-            return r.network == student and r.modules == modules and (not modules or r.teacher == teacher)
+            return (r.network == student and r.modules == modules and r.objective == DEFAULT_OBJECTIVE
+                    and (not modules or r.teacher == teacher))
 
         cells = _cells(results, sites, match)
         if all(c.status == "empty" for c in cells.values()):
