@@ -417,10 +417,11 @@ def test_the_seen_evaluation_uses_the_source_validation_cases(tmp_path):
 
 
 class ConcurrencyLauncher(FakeLauncher):
-    """A FakeLauncher that sleeps in training and records how many commands ran at once, and each command's
-    start and end as ``(event, stage, run folder)``."""
+    """A FakeLauncher whose training waits until another command is running too, at most ``seconds`` (so that the
+    overlap of two workers is seen however slowly the machine schedules them), and that records how many commands
+    ran at once, and each command's start and end as ``(event, stage, run folder)``."""
 
-    def __init__(self, seconds: float = 0.2, **kwargs):
+    def __init__(self, seconds: float = 2.0, **kwargs):
         super().__init__(**kwargs)
         import threading
 
@@ -436,8 +437,9 @@ class ConcurrencyLauncher(FakeLauncher):
             self.active += 1
             self.peak = max(self.peak, self.active)
             self.events.append(("start", stage, folder))
-        if stage == "training":
-            time.sleep(self.seconds)
+        deadline = time.monotonic() + self.seconds
+        while stage == "training" and self.active < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         code = super().__call__(command, log_path, env)
         with self.lock:
             self.active -= 1
