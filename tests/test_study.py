@@ -375,7 +375,7 @@ def test_retrained_runs_are_tabled_beside_their_recorded_results(tmp_path):
     launcher = FakeLauncher(dice=lambda folder: {"Case00": 0.5, "Case02": 0.7 + 0.2 * seed_of(folder)})
     execute(plan, settings, launcher, progress=False, echo=lambda line: None, retrain=bidmc)
     lines = retraining_markdown(plan, settings.out_dir)
-    assert len(lines) == 2 + 3  # header, rule, one row per BIDMC model; HK was not retrained
+    assert len(lines) == 2 + 3  # header, separator, one row per BIDMC model; HK was not retrained
     teacher_row = lines[2].split(" | ")
     # recorded 0.6 for both seeds; after: 0.6 (seed 0) and 0.7 (seed 1), both for unseen and seen
     assert teacher_row[0] == "| DeepLabV3+ (teacher)" and teacher_row[1:4] == ["BIDMC", "2", "0.600"]

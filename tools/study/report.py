@@ -22,10 +22,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from .figures import plot_dice_by_site, plot_overlays
 from .flip_rates import flip_rate_markdown
-from .retraining import retraining_markdown
 from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
 from .reading import study_verdicts, write_reading
 from .real_case import RealCaseReport, write_real_case_table
+from .retraining import retraining_markdown
 from .runner import ENVIRONMENT_FILE, Outcome, Settings, run_dir
 from .tables import (
     RunResult,
