@@ -9,7 +9,8 @@ The training chain has two parts (DESIGN.md section 2):
   TAPS), and the normalisation a z-score over all voxels, over the nonzero voxels, or after clipping to
   percentiles (``intensity_norm``; see :func:`geometry_transforms` and :func:`intensity_transforms`);
 * a random 2D part: :class:`RandSliceSampled` draws ``num_samples`` axial slices of the cached volume,
-  then a modest 2D augmentation and ``EnsureTyped``.
+  then a modest 2D augmentation, optionally a strong randomisation of the appearance
+  (:func:`appearance_randomization_transforms`), and ``EnsureTyped``.
 
 :func:`training_transforms` returns both parts as one *flat* :class:`monai.transforms.Compose`, so that
 ``CacheDataset`` caches everything before :class:`RandSliceSampled` (the first random transform) and
@@ -44,11 +45,14 @@ from monai.transforms import (
     Orientationd,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandHistogramShiftd,
     Randomizable,
     RandScaleIntensityd,
+    RandSimulateLowResolutiond,
     Resized,
     ResizeWithPadOrCropd,
     Spacingd,
@@ -67,6 +71,7 @@ __all__ = [
     "intensity_transforms",
     "preprocessing_transforms",
     "augmentation_transforms",
+    "appearance_randomization_transforms",
     "training_random_transforms",
     "training_transforms",
 ]
@@ -518,6 +523,45 @@ def augmentation_transforms(
     ]
 
 
+def appearance_randomization_transforms(
+    image_key: str = "image",
+    bias_field_prob: float = 0.3,
+    bias_field_coeff: Sequence[float] = (0.0, 0.3),
+    remap_prob: float = 0.3,
+    remap_control_points: Sequence[int] = (5, 15),
+    gamma_prob: float = 0.3,
+    gamma: Sequence[float] = (0.5, 2.0),
+    low_resolution_prob: float = 0.25,
+    low_resolution_zoom: Sequence[float] = (0.5, 1.0),
+) -> list:
+    """Strong random changes of a 2D slice's appearance (``image_key`` only), for scanners the training sites lack.
+
+    Each with its own probability, in this order:
+
+    * ``RandBiasFieldd``: multiplication by ``exp(p(x, y))``, ``p`` a random polynomial of degree 3 with
+      coefficients in ``bias_field_coeff`` (a smooth receive-coil profile, as SynthSeg draws one per image);
+    * ``RandHistogramShiftd``: a random monotone piecewise-linear intensity map with ``remap_control_points``
+      control points (tissue contrasts change, their order does not; BigAug's random intensity transforms);
+    * ``RandAdjustContrastd``: ``((x - min) / range) ** g * range + min``, ``g`` in ``gamma`` (wider than the
+      modest augmentation's);
+    * ``RandSimulateLowResolutiond``: nearest-neighbour down-sampling by a factor in ``low_resolution_zoom``
+      and bilinear up-sampling back (nnU-Net's low-resolution simulation: coarser scanners and thicker
+      partial volumes).
+
+    The defaults are fixed from published practice, not tuned (docs/realism.md, round 4). The labels are not
+    touched: every transform here keeps the geometry. A probability of 0 disables that transform.
+    """
+    return [
+        RandBiasFieldd(keys=image_key, prob=bias_field_prob, degree=3, coeff_range=tuple(bias_field_coeff)),
+        RandHistogramShiftd(keys=image_key, prob=remap_prob, num_control_points=tuple(remap_control_points)),
+        RandAdjustContrastd(keys=image_key, prob=gamma_prob, gamma=tuple(gamma)),
+        RandSimulateLowResolutiond(
+            keys=image_key, prob=low_resolution_prob, zoom_range=tuple(low_resolution_zoom),
+            downsample_mode="nearest", upsample_mode="bilinear",
+        ),
+    ]
+
+
 def training_random_transforms(
     num_samples: int = 8,
     background_fraction: float = 0.1,
@@ -525,9 +569,11 @@ def training_random_transforms(
     image_key: str = "image",
     label_key: str = "label",
     augment: bool = True,
+    appearance_randomization: bool = False,
     **augmentation: Any,
 ) -> Compose:
-    """The random 2D part of training: :class:`RandSliceSampled`, augmentation if ``augment``, ``EnsureTyped``.
+    """The random 2D part of training: :class:`RandSliceSampled`, augmentation if ``augment``, the
+    :func:`appearance_randomization_transforms` if ``appearance_randomization``, ``EnsureTyped``.
 
     ``augmentation`` holds keyword arguments of :func:`augmentation_transforms` (probabilities, ranges).
     """
@@ -540,6 +586,8 @@ def training_random_transforms(
         transforms += augmentation_transforms(keys=keys, image_key=image_key, **augmentation)
     elif augmentation:
         raise ValueError(f"augmentation options {sorted(augmentation)} given with augment=False.")
+    if appearance_randomization:
+        transforms += appearance_randomization_transforms(image_key=image_key)
     transforms.append(EnsureTyped(keys=list(keys), dtype=torch.float32))
     return Compose(transforms)
 
@@ -558,6 +606,7 @@ def training_transforms(
     pixel_spacing_mm: float | Sequence[float] = 0.5,
     intensity_norm: str = "zscore",
     intensity_percentiles: Sequence[float] = (0.5, 99.5),
+    appearance_randomization: bool = False,
     **augmentation: Any,
 ) -> Compose:
     """Full training chain, flat: :func:`preprocessing_transforms` then :func:`training_random_transforms`.
@@ -572,6 +621,7 @@ def training_transforms(
         background_fraction: probability that a slice is drawn among those without prostate.
         keys, image_key, label_key: data keys.
         augment: apply :func:`augmentation_transforms`.
+        appearance_randomization: then apply :func:`appearance_randomization_transforms`.
         axcodes, reader, in_plane_mode, pixel_spacing_mm, intensity_norm, intensity_percentiles: see
             :func:`preprocessing_transforms`.
         augmentation: keyword arguments of :func:`augmentation_transforms`.
@@ -595,6 +645,7 @@ def training_transforms(
         image_key=image_key,
         label_key=label_key,
         augment=augment,
+        appearance_randomization=appearance_randomization,
         **augmentation,
     )
     return Compose([*deterministic.transforms, *random.transforms])
