@@ -556,7 +556,7 @@ of one site: this says how far the simulator is from that scan, not from the ben
 """
 
 
-ROUND4_HEADER = """### Round 4: appearance randomisation in training (rule written 2026-12-02 16:55 UTC, before any run)
+ROUND4_HEADER = """### Round 4: appearance randomisation in training (rule written 2026-12-02 16:13 UTC, before any run)
 
 What round 3's models do on the real case (the README main job's models at ceb7837; their predictions looked at
 slice by slice, no score used for a choice): ENet w/o marks prostate on all 30 real slices without gland, 400-1450
