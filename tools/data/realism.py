@@ -583,7 +583,7 @@ which their validation cases cannot show; it must not cost the source sites accu
 figures are the study's runs of the same cells (results/cpu_all_sites, BIDMC, ENet w/o: validation 0.675 and
 0.667). The unseen site's Dice and the real case are reported beside it and not used.
 
-Candidates B and C (rules written 16:18 UTC, before A's results and before any run of B or C), each tried on top
+Candidates B and C (rules written 16:16 UTC, before A's results and before any run of B or C), each tried on top
 of whatever the rules before it kept, with the same runs as A:
 
 - B: `background_fraction: 0.5` in the CPU profile (train.yaml's 0.1 stays for the paper profile). Why: in the
