@@ -1093,3 +1093,17 @@ def test_a_bad_preprocessing_value_fails_naming_the_key(key, value):
             parser.get_parsed_content(target)
         cause = exception_in_chain(raised.value, ValueError)
         assert cause is not None and str(cause).startswith(f"{key} must be") and "\n" not in str(cause), (name, raised.value)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_appearance_randomization_is_a_training_key_off_by_default(bundle):
+    parser = ConfigParser()
+    parser.read_config(str(configs(bundle) / "train.yaml"))
+    names = [type(t).__name__ for t in parser.get_parsed_content("train#preprocessing").transforms]
+    assert "RandBiasFieldd" not in names and "RandHistogramShiftd" not in names
+    parser["appearance_randomization"] = True
+    names = [type(t).__name__ for t in parser.get_parsed_content("train#preprocessing").transforms]
+    assert names.index("RandSliceSampled") < names.index("RandBiasFieldd") < names.index("RandSimulateLowResolutiond")
+    assert names[-1] == "EnsureTyped"
+    validation = [type(t).__name__ for t in parser.get_parsed_content("validate#preprocessing").transforms]
+    assert "RandBiasFieldd" not in validation

@@ -13,6 +13,7 @@ from tools.data.transforms import (
     in_plane_spacing,
     intensity_transforms,
     RandSliceSampled,
+    appearance_randomization_transforms,
     augmentation_transforms,
     in_plane_size,
     preprocessing_transforms,
@@ -434,3 +435,42 @@ def test_in_plane_spacing_keeps_entries_that_are_not_metadata_dicts():
     assert torch.allclose(back[0, ::2, ::2], data["image"][0, ::2, ::2], atol=1e-4)
     with pytest.raises(ValueError, match="pixel_spacing_mm"):
         InPlaneSpacingd(keys="image", pixel_spacing_mm=0.0)
+
+
+def test_appearance_randomization_changes_the_image_only(case):
+    volume = preprocessing_transforms(32)(case[0])
+    off = dict(affine_prob=0.0, flip_prob=0.0, noise_prob=0.0, smooth_prob=0.0, intensity_scale_prob=0.0,
+               contrast_prob=0.0)
+    plain = training_random_transforms(num_samples=8, background_fraction=0.0, **off)
+    strong = training_random_transforms(num_samples=8, background_fraction=0.0, appearance_randomization=True, **off)
+    plain.set_random_state(3)
+    strong.set_random_state(3)
+    changed = 0
+    for a, b in zip(plain(volume), strong(volume)):
+        assert a["slice_index"] == b["slice_index"]  # the same slices drawn: only the appearance differs
+        assert torch.equal(a["label"], b["label"])
+        assert b["image"].shape == a["image"].shape and torch.isfinite(b["image"]).all()
+        changed += int(not torch.allclose(a["image"], b["image"]))
+    assert changed >= 1  # each transform fires with probability 0.25-0.3, so 8 slices almost surely see one
+    assert [type(t).__name__ for t in appearance_randomization_transforms()] == [
+        "RandBiasFieldd", "RandHistogramShiftd", "RandAdjustContrastd", "RandSimulateLowResolutiond"]
+
+
+def test_appearance_randomization_with_zero_probabilities_is_the_identity():
+    image = torch.randn(1, 24, 24)
+    transforms = appearance_randomization_transforms(bias_field_prob=0.0, remap_prob=0.0, gamma_prob=0.0,
+                                                     low_resolution_prob=0.0)
+    out = {"image": image.clone()}
+    for t in transforms:
+        out = t(out)
+    assert torch.equal(torch.as_tensor(out["image"]), image)
+
+
+def test_appearance_randomization_keeps_the_intensity_order_of_the_remap():
+    """The intensity remap is monotone: it changes contrasts, never which tissue is brighter."""
+    (remap,) = [t for t in appearance_randomization_transforms(remap_prob=1.0) if type(t).__name__ == "RandHistogramShiftd"]
+    remap.set_random_state(0)
+    image = torch.linspace(-2.0, 3.0, 400).reshape(1, 20, 20)
+    out = torch.as_tensor(remap({"image": image})["image"]).flatten()
+    assert not torch.allclose(out, image.flatten())
+    assert (out[1:] >= out[:-1] - 1e-6).all()

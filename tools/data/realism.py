@@ -596,6 +596,18 @@ of whatever the rules before it kept, with the same runs as A:
   Rule C: kept if the mean source-site validation Dice over seeds 0 and 1 beats the current default's by at least
   0.02; the training time is reported.
 
+Round 4b (rules written 16:31 UTC, after A, B and C's results, before any run below). C changed the default that A
+and B were measured against, and A's and B's losses may be those of an under-trained network, so both are tried
+again on top of C with their own rules unchanged (A: non-inferior within 0.02, B: at least 0.02 better, on the
+mean source-site validation Dice of seeds 0 and 1), A first, B on top of what A's rule leaves. Then the teachers
+(issue 9, item 4: each teacher must beat ENet alone by at least 0.03 on seen validation): with the students at 40
+epochs, the teachers' 40 are no longer longer than the students'. Candidate T: the teachers train 80 epochs
+(`lr_step_size` 520), on top of whatever A and B leave; the DeepLabV3+ teacher (the one short of the gap) is
+trained with BIDMC held out, seeds 0 and 1. Rule T: kept if its mean source-site validation Dice over the two
+seeds is at least ENet alone's (the final student default of this round) + 0.03; if not, the teachers' profile
+stays at 40 epochs and item 4 stays open. The UNet++ teacher's gap (+0.199 at 40 epochs) is re-measured by the
+study.
+
 """
 
 
