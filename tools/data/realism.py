@@ -596,7 +596,7 @@ of whatever the rules before it kept, with the same runs as A:
   Rule C: kept if the mean source-site validation Dice over seeds 0 and 1 beats the current default's by at least
   0.02; the training time is reported.
 
-Round 4b (rules written 16:31 UTC, after A, B and C's results, before any run below). C changed the default that A
+Round 4b (rules written 16:28 UTC, after A, B and C's results, before any run below). C changed the default that A
 and B were measured against, and A's and B's losses may be those of an under-trained network, so both are tried
 again on top of C with their own rules unchanged (A: non-inferior within 0.02, B: at least 0.02 better, on the
 mean source-site validation Dice of seeds 0 and 1), A first, B on top of what A's rule leaves. Then the teachers
