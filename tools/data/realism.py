@@ -575,6 +575,18 @@ at +4 mm (the real case's order), and no row of the report's table in std units 
 more than 0.1. The ENet w/o runs of round 4's protocol (40 epochs, seeds 0 and 1) are then reported for the record
 (source validation, unseen BIDMC, real case); none of them is used to choose.
 
+Result (2026-12-02 16:56 UTC; `synth --out /tmp/r4/data5 --cases-per-site 6 --size 96 --seed 0` with R5, and
+`python -m tools.data realism --root /tmp/r4/data5 --baseline` the round-3 collection): the order is the real
+case's now (simulated BIDMC at -2 / 0 / +4 mm: 1.42 / 2.10 / 3.34; round 3 3.98 / 1.89 / 3.06; real 1.29 / 1.79 /
+3.02), but seven rows moved away from the real case by more than 0.1: the 99th percentile 3.90 -> 3.71 (real
+4.18), skewness 2.39 -> 2.23 (5.57), gland-shell contrast 0.38 -> 0.53 (-0.12), texture slope -2.79 -> -2.55
+(-2.78), and the wall profile at 0 / +6 / +15 mm 1.89 / 2.46 / 0.92 -> 2.10 / 2.69 / 1.03 (1.79 / 2.14 / 0.79).
+Removing the brightest tissue of the image (the fat in the coil's near field) lowers the volume's standard
+deviation, so every z-scored level inside the gland rises. **R5 is dropped by its rule**; the simulator stays at
+round 3. No model was trained on it, so its effect on the real case is not known; what it shows is that the
+real case's wall order and its whole-volume statistics cannot both be matched by this one change: the next
+candidate has to darken the gap and keep the gland's level (e.g. together with the coil's gain).
+
 """
 
 
