@@ -587,7 +587,7 @@ round 3. No model was trained on it, so its effect on the real case is not known
 real case's wall order and its whole-volume statistics cannot both be matched by this one change: the next
 candidate has to darken the gap and keep the gland's level (e.g. together with the coil's gain).
 
-Candidate R6 (rule written 2026-12-02 17:00 UTC, before its data were made): R5 with a 1.5 mm layer instead of
+Candidate R6 (rule written 2026-12-02 16:57 UTC, before its data were made): R5 with a 1.5 mm layer instead of
 3 mm (the rectal wall's outer muscularis and the fascia only, leaving the fat further out), a smaller change to the
 volume's histogram. Same rule as R5. Its statistics are measured on the simulated BIDMC only (six cases, the
 study's seed and size), where the rule looks.
