@@ -592,6 +592,15 @@ Candidate R6 (rule written 2026-12-02 16:57 UTC, before its data were made): R5 
 volume's histogram. Same rule as R5. Its statistics are measured on the simulated BIDMC only (six cases, the
 study's seed and size), where the rule looks.
 
+Result (16:59 UTC): the order is the real case's (simulated BIDMC at -2 / 0 / +4 mm: 2.40 / 1.99 / 3.20), but four
+std-unit rows moved away from the real case by more than 0.1: the 99th percentile 3.904 -> 3.802 (+0.102 away),
+skewness 2.394 -> 2.288 (+0.105), and the wall profile at 0 and +6 mm 1.885 -> 1.994 (+0.108) and 2.455 -> 2.574
+(+0.118); at -3 mm it came 1.0 closer (3.44 -> 1.89, real 2.17). **R6 is dropped by the rule** (by margins of
+0.002-0.018 over it, on six cases; the rule has no tolerance for that and is applied as written). The simulator
+stays at round 3. For the next round: the fat in the coil's near field is what holds the simulated volume's
+histogram near the real one, so the gap can only darken together with a change that keeps the bright tail (the
+coil's gain or the peripheral zone's level), measured as one candidate.
+
 """
 
 
