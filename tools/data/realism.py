@@ -689,6 +689,10 @@ What it says (read after the choices):
   allows (-0.133 at 20 epochs, -0.075 at 40): at 40 epochs it is still learning. It stays available as a
   train.yaml key (`appearance_randomization: true`), off by default.
 
+Round 4b, T (the teachers at 80 epochs): the DeepLabV3+ teacher scored 0.731 / 0.673 on the source sites'
+validation (mean 0.702), below the bar of 0.834 (ENet alone at 40 epochs + 0.03): **dropped**; the teachers stay
+at 40 epochs. Details in [distillation.md](distillation.md), section 14.
+
 """
 
 
