@@ -601,6 +601,15 @@ stays at round 3. For the next round: the fat in the coil's near field is what h
 histogram near the real one, so the gap can only darken together with a change that keeps the bright tail (the
 coil's gain or the peripheral zone's level), measured as one candidate.
 
+Round 5b (rule written 2026-12-02 17:51 UTC, before its data were made): R5's and R6's layer together with a
+higher coil gain, which raises the bright tail that the darkened gap removes. Candidates: the layer 1.5 or 3 mm,
+and the coil gain range of every coil site (BIDMC, BMC, HK) times 1.15 or 1.3 (the sites' order kept); four
+variants, measured on the simulated BIDMC like R6. Rule: R5's (the wall profile's order at -2 / +4 mm, and no
+std-unit row of the report more than 0.1 further from the real case than round 3); among the variants that pass,
+the one with the smallest sum over the std-unit rows of the distance to the real case. No model is trained in this
+session: a variant that passes goes to the next session, which adopts it (code, tests, the main job on a fresh
+clone) before the all-sites study runs again.
+
 """
 
 
