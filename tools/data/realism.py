@@ -610,7 +610,7 @@ the one with the smallest sum over the std-unit rows of the distance to the real
 session: a variant that passes goes to the next session, which adopts it (code, tests, the main job on a fresh
 clone) before the all-sites study runs again.
 
-Result (17:57 UTC; simulated BIDMC, six cases; the sum is over the 16 std-unit rows of the report, round 3: 6.864):
+Result (17:54 UTC; simulated BIDMC, six cases; the sum is over the 16 std-unit rows of the report, round 3: 6.864):
 
 | variant | wall -2 / +4 mm (real 1.29 / 3.02) | rows more than 0.1 further from the real case than round 3 | sum of distances to the real case |
 |---|---|---|---|
@@ -627,6 +627,10 @@ round 3 1.89 / 2.46, real 1.79 / 2.14). What the next candidate needs besides th
 zone next to the coil (its T2 level, or the coil's fall-off into the gland), measured as one variant under this
 rule. The sweep ran from a scratch copy of the simulator with the layer and the gain factor as environment
 variables; nothing of it is in the code.
+
+Round 5c (rule written 2026-12-02 17:57 UTC, before its data): the 1.5 mm layer and the coil gain x 1.15 or x 1.3,
+with the peripheral zone's T2 level range (0.6-0.9) times 0.9 or 0.8: four variants, the same measurement and
+rule as round 5b (adoption, if one passes, in the next session).
 
 """
 
