@@ -628,7 +628,7 @@ zone next to the coil (its T2 level, or the coil's fall-off into the gland), mea
 rule. The sweep ran from a scratch copy of the simulator with the layer and the gain factor as environment
 variables; nothing of it is in the code.
 
-Round 5c (rule written 2026-12-02 17:57 UTC, before its data): the 1.5 mm layer and the coil gain x 1.15 or x 1.3,
+Round 5c (rule written 2026-12-02 17:55 UTC, before its data): the 1.5 mm layer and the coil gain x 1.15 or x 1.3,
 with the peripheral zone's T2 level range (0.6-0.9) times 0.9 or 0.8: four variants, the same measurement and
 rule as round 5b (adoption, if one passes, in the next session).
 
