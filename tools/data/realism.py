@@ -632,6 +632,23 @@ Round 5c (rule written 2026-12-02 17:55 UTC, before its data): the 1.5 mm layer 
 with the peripheral zone's T2 level range (0.6-0.9) times 0.9 or 0.8: four variants, the same measurement and
 rule as round 5b (adoption, if one passes, in the next session).
 
+Result (17:59 UTC; simulated BIDMC, six cases; sum over the 16 std-unit rows, round 3: 6.864):
+
+| variant (layer 1.5 mm) | wall -2 / +4 mm (real 1.29 / 3.02) | rows more than 0.1 further from the real case than round 3 | sum of distances |
+|---|---|---|---|
+| gain x 1.15, peripheral zone x 0.9 | 2.42 / 2.84 | 10-20 mm above the base +0.101 | 6.076 |
+| **gain x 1.3, peripheral zone x 0.9** | 2.45 / 2.85 | none | **6.003** |
+| gain x 1.15, peripheral zone x 0.8 | 2.40 / 2.46 | coil gradient +0.199, anterior +0.131, lateral +0.104, below apex +0.170, above base +0.220 | 6.413 |
+| gain x 1.3, peripheral zone x 0.8 | 2.43 / 2.47 | coil gradient +0.186, anterior +0.114, lateral +0.111, below apex +0.171, above base +0.210 | 6.268 |
+
+**One variant passes: the 1.5 mm rectoprostatic layer, the coil gain of BIDMC, BMC and HK times 1.3 (BIDMC
+19.5-39), the peripheral zone's T2 level 0.54-0.81.** Its simulated BIDMC against round 3 (real case): wall -3 /
+0 / +6 / +15 mm 1.99 / 1.88 / 2.37 / 0.99 (3.44 / 1.89 / 2.46 / 0.92; real 2.17 / 1.79 / 2.14 / 0.79), gland-shell
+contrast 0.32 (0.38; -0.12), q99 3.85 (3.90; 4.18), skewness 2.38 (2.39; 5.57), above the base 0.22 (0.13; -0.26).
+By the rule of round 5b it is adopted in the next session (code, tests, the realism report of the whole
+collection, the main job on a fresh clone) and the all-sites study then runs on it. No model has been trained on
+it; whether it changes what the models do on the real case is not known.
+
 """
 
 
