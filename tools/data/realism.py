@@ -642,7 +642,7 @@ Result (17:59 UTC; simulated BIDMC, six cases; sum over the 16 std-unit rows, ro
 | gain x 1.3, peripheral zone x 0.8 | 2.43 / 2.47 | coil gradient +0.186, anterior +0.114, lateral +0.111, below apex +0.171, above base +0.210 | 6.268 |
 
 **One variant passes: the 1.5 mm rectoprostatic layer, the coil gain of BIDMC, BMC and HK times 1.3 (BIDMC
-19.5-39), the peripheral zone's T2 level 0.54-0.81.** Its simulated BIDMC against round 3 (real case): wall -3 /
+19.5-39), the peripheral zone's T2 level 0.54-0.81 at every site.** Its simulated BIDMC against round 3 (real case): wall -3 /
 0 / +6 / +15 mm 1.99 / 1.88 / 2.37 / 0.99 (3.44 / 1.89 / 2.46 / 0.92; real 2.17 / 1.79 / 2.14 / 0.79), gland-shell
 contrast 0.32 (0.38; -0.12), q99 3.85 (3.90; 4.18), skewness 2.38 (2.39; 5.57), above the base 0.22 (0.13; -0.26).
 By the rule of round 5b it is adopted in the next session (code, tests, the realism report of the whole
