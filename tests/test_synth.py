@@ -402,3 +402,25 @@ def test_simulated_bidmc_is_close_to_the_real_case_on_image_statistics(real_case
     assert w1 < 0.2, w1
     assert gap("contrast") < 0.5, median["contrast"]
     assert median["skewness"] > 1.5, median["skewness"]
+
+
+def test_the_rectoprostatic_layer_darkens_the_gap_behind_the_gland_and_leaves_the_mask(monkeypatch, tmp_path):
+    """Round 5c: the 0.5-2.5 mm between the gland and the rectal wall is fibromuscular (dark), not fat, so the
+    coil's near field no longer puts the image's brightest band just behind the gland."""
+    import tools.data.synthesis.anatomy as anatomy
+    from tools.data.realism import load_lps, wall_profile, zscore
+
+    def render(layer_mm):
+        monkeypatch.setattr(anatomy, "RECTOPROSTATIC_FASCIA_MM", layer_mm)
+        case = synthesize_case("BMC", 0, seed=0, size=64)
+        image, label = tmp_path / f"image{layer_mm}.nii.gz", tmp_path / f"label{layer_mm}.nii.gz"
+        nib.save(nib.Nifti1Image(case.image.astype(np.float32), case.affine), str(image))
+        nib.save(nib.Nifti1Image(case.label.astype(np.uint8), case.affine), str(label))
+        volume, mask, spacing = load_lps(image, label)
+        return case.label, wall_profile(zscore(volume.astype(np.float32)), mask > 0, spacing, offsets_mm=[-2.0, 4.0])
+
+    label_with, (behind_with, inside_with) = render(anatomy.RECTOPROSTATIC_FASCIA_MM)
+    label_without, (behind_without, _) = render(0.0)
+    assert np.array_equal(label_with, label_without)
+    assert behind_with < behind_without - 0.5
+    assert behind_with < inside_with

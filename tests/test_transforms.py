@@ -468,7 +468,8 @@ def test_appearance_randomization_with_zero_probabilities_is_the_identity():
 
 def test_appearance_randomization_keeps_the_intensity_order_of_the_remap():
     """The intensity remap is monotone: it changes contrasts, never which tissue is brighter."""
-    (remap,) = [t for t in appearance_randomization_transforms(remap_prob=1.0) if type(t).__name__ == "RandHistogramShiftd"]
+    transforms = appearance_randomization_transforms(remap_prob=1.0)
+    (remap,) = [t for t in transforms if type(t).__name__ == "RandHistogramShiftd"]
     remap.set_random_state(0)
     image = torch.linspace(-2.0, 3.0, 400).reshape(1, 20, 20)
     out = torch.as_tensor(remap({"image": image})["image"]).flatten()

@@ -591,7 +591,8 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
         del ub, vb, wz
     # the rectoprostatic (Denonvilliers') fascia and the rectal muscularis in front of the rectum: fibromuscular,
     # T2-dark, so the gland lies on a dark layer and not on fat in the coil's near field (round 5c, docs/realism.md)
-    fascia = fraction_inside(d_lumen - f32(a.rectum_wall + RECTOPROSTATIC_FASCIA_MM), width) * fraction_inside(y - ry, width)
+    fascia = fraction_inside(d_lumen - f32(a.rectum_wall + RECTOPROSTATIC_FASCIA_MM), width)
+    fascia *= fraction_inside(y - ry, width)  # the rectum's anterior side only
     blend(signal, fascia, levels.muscle)
     del fascia
     blend(signal, fraction_inside(d_lumen - f32(a.rectum_wall), width), levels.rectal_wall)

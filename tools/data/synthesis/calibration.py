@@ -53,7 +53,8 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
     ("endorectal coil loop position (`COIL_ANTERIOR_FRACTION`)", "0.3 of the balloon's half depth in front of "
      "its centre (round 1: 0.6)", "acquisition: the receive loop of an inflatable endorectal coil faces the "
      "prostate; real-case statistic (round 2): the wall profile, see the next row"),
-    ("BIDMC coil gain / fall-off", "19.5-39 / 20-28 mm (round 3: 15-30; round 1: 20-45 / 9-13 mm)", "real-case statistic (round 2): "
+    ("BIDMC coil gain / fall-off", "19.5-39 / 20-28 mm (round 3: 15-30; round 1: 20-45 / 9-13 mm)",
+     "real-case statistic (round 2): "
      "the wall profile through the coil's near field, -3 / 0 / +6 / +15 mm from the gland's posterior border "
      "2.46 / 2.04 / 2.44 / 0.91 std (percentile-clipped z-score); round 1's sharp near field put 6-8 std on the "
      "rectal wall and fell to 0.4-1.0 within 9 mm of the gland's border, so the gland's bright posterior "
@@ -64,7 +65,8 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
      "the gland, the skewness is a whole-volume summary, so the profile won; round 5c: gain x 1.3 with the "
      "rectoprostatic layer, which removed the bright fat of the near field (docs/realism.md)"),
     ("BMC / HK coil gain / fall-off", "13-32.5 / 22-30 mm and 10.4-26 / 24-32 mm (round 3: 10-25 and 8-20; "
-     "round 1: 15-35 / 10-14 and 12-30 / 11-17 mm)", "simulator choice: BIDMC's change applied to the other coil sites so that their order (BMC "
+     "round 1: 15-35 / 10-14 and 12-30 / 11-17 mm)",
+     "simulator choice: BIDMC's change applied to the other coil sites so that their order (BMC "
      "and HK flatter than BIDMC) is kept; no real case of these sites"),
     ("rectoprostatic layer (`RECTOPROSTATIC_FASCIA_MM`, round 5c)", "1.5 mm of muscle-level tissue in front of the "
      "rectal wall (was fat in the 0.5-2.5 mm gap behind the gland)", "anatomy: the prostate lies on the "
