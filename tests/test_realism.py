@@ -199,7 +199,8 @@ def test_report_and_cli(real_case_dir, tiny_collection, tmp_path):
                  "--baseline", tiny_collection, "--baseline-label", "old sim")
     assert ok.returncode == 0, ok.stderr
     assert "nearest simulated case" in ok.stdout
-    titles = [line for line in (tmp_path / "c.md").read_text().splitlines() if line.startswith("**")]
+    titles = [line for line in (tmp_path / "c.md").read_text().splitlines()
+              if line.startswith("**") and line.endswith("cases)**")]  # table titles, not bold prose
     assert titles == ["**new sim (median over each site's cases)**", "**old sim (median over each site's cases)**"]
 
 
