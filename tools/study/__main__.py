@@ -103,7 +103,8 @@ def run(
     """Train and evaluate every run of the study, then write its tables, figures and README under ``out``.
 
     Args:
-        profile: ``cpu`` (the bundles' profile_cpu.yaml: 96x96, students and teachers 40 epochs, teachers at width 0.25) or ``paper``.
+        profile: ``cpu`` (the bundles' profile_cpu.yaml: 96x96, students and teachers 40 epochs, teachers at width
+            0.25) or ``paper``.
         data: a folder of the six-site collection, or ``synthetic`` (the simulator's sites in ``out/data``,
             synthesized unless the files there are intact; see :mod:`tools.study.dataset`).
         sites: target sites held out in turn (``BIDMC``, ``S5``, ``ISBI``... comma-separated) or ``all``.
