@@ -19,6 +19,7 @@ from tools.data.realism import (
     sector_contrasts,
     realism_report,
     spectral_slope,
+    uniformity,
     wall_profile,
     wasserstein_quantiles,
     zscore,
@@ -266,6 +267,17 @@ def test_sector_contrasts_of_a_box_phantom():
     short = volume[:, :, 4:10], mask[:, :, 4:10]  # no slice 10-20 mm away on either side
     out = sector_contrasts(*short, spacing)
     assert np.isnan(out["below_apex_contrast"]) and np.isnan(out["above_base_contrast"])
+
+
+def test_uniformity_of_the_gland_and_below_the_apex_on_a_box_phantom():
+    volume, mask, spacing = _box_phantom()
+    volume[mask] = np.broadcast_to(np.arange(25, 35)[:, None, None] - 25.0, (10, 60, 14))[:, 25:35, 5:9].ravel()
+    out = uniformity(volume, mask, spacing)
+    # the gland holds 0..9, 40 voxels each: quartiles 2 and 7
+    assert out["gland_iqr"] == pytest.approx(5.0)
+    # 10-20 mm below the apex (slices 3, 2, 1) in the footprint: 100 voxels of 0 and 200 of 3
+    assert out["below_apex_iqr"] == pytest.approx(3.0)
+    assert np.isnan(uniformity(volume[:, :, 4:10], mask[:, :, 4:10], spacing)["below_apex_iqr"])
 
 
 def test_wall_profile_reads_offsets_from_the_posterior_border():

@@ -579,7 +579,7 @@ of one site: this says how far the simulator is from that scan, not from the ben
 """
 
 
-ROUND6_HEADER = """### Round 6: the tissue below the apex is more uniform than the gland (rule written 2026-12-02, before its data)
+ROUND6_HEADER = """### Round 6: the tissue below the apex is more uniform than the gland (rule committed 2026-12-02 20:52 UTC in 49c4833, before its data)
 
 What was seen, no score used: the 40-epoch ENet w/o of the main job's data (round 5c, BIDMC held out, seed 0)
 marks one region 10-25 mm below the real case's apex, in front of the anal canal, and nothing inside the gland.
@@ -605,6 +605,21 @@ interquartile range falls, and (b) no std-unit row at any site moves more than 0
 in round 5c. Among passes the smallest sum of distances over all std-unit rows and sites is adopted; if none
 passes, the simulator stays at round 5c. Then ENet w/o (40 epochs, BIDMC held out, seeds 0 and 1) is trained on
 the adopted collection and its source validation, unseen BIDMC and real-case Dice are reported, not used.
+
+Result (2026-12-02 20:53 UTC; both collections made with the study's command, 18 std-unit rows x 6 sites compared
+with round 5c's): **V2 passes and is adopted; V1 is dropped.**
+
+| variant | below-apex IQR, summed distance over 6 sites (5c: 4.370) | rows > 0.1 further away | all std-unit rows, summed distance (5c: 85.944) |
+|---|---|---|---|
+| V1 (f = `perineal_fat`) | 1.489 | below-apex contrast at BMC (-0.51 -> -0.06; +0.455) and BIDMC (-0.49 -> -0.26; +0.230) | 83.186 |
+| V2 (f = 0.5 x `perineal_fat`) | 1.139 | none | 82.545 |
+
+With V2 the below-apex region is more uniform than the gland at every site (site medians of the region's IQR
+RUNMC 0.38, BMC 0.83, HCRUDB 0.38, UCL 0.43, BIDMC 0.71, HK 0.80 against the gland's 0.77-1.10; real 0.57 vs
+1.29); its median stays where round 2 put it (BIDMC -0.52, HK -0.90; real -0.63). V1 brightened the region
+towards the gland by up to 0.45 std at the coil sites. The code draws `perineal_fat` as 0.5 x U(0.25, 0.6) and mixes
+it into every voxel (the collection is byte-identical to V2's); the gland, the bladder and every statistic away from
+the region are unchanged (the gland's IQR moved by at most 0.02).
 
 """
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.stats import norm
 
 from .fields import (
     Coords,
@@ -120,9 +119,10 @@ class PelvisAnatomy:
     mirrored) with semi-axes ``fossa_semi`` between ``fossa_z`` (the roof rises 0.4 mm per mm laterally).
     Below the apex: the external urethral sphincter, a muscle cylinder of radius ``sphincter_radius`` around the
     membranous urethra, ``sphincter_length`` long; the perineal muscles (deep transverse perineal muscle,
-    puboperineal part of the levator ani and perineal body) filling the space between the rectum's anterior
-    wall and the pubic arch, ``perineal_half_width`` wide, down to ``perineal_depth`` below the apex; the bulb
-    of the penis, an ellipsoid at ``bulb_center`` (prostate frame ``yp``, ``zp``) of semi-axes ``bulb_semi``.
+    puboperineal part of the levator ani and perineal body; muscle with the fraction ``perineal_fat`` of fat mixed
+    in) filling the space between the rectum's anterior wall and the pubic arch, ``perineal_half_width`` wide,
+    down to ``perineal_depth`` below the apex; the bulb of the penis, an ellipsoid at ``bulb_center`` (prostate
+    frame ``yp``, ``zp``) of semi-axes ``bulb_semi``.
     In front of the gland: the detrusor apron, a fibromuscular sheet ``apron_thickness`` thick.
     Body: an ellipse of semi-axes ``body_semi``, about 340-405 x 220-285 mm overall (adult pelvis), so every
     site's field of view cuts it laterally. Sources of the numbers: :mod:`.calibration`.
@@ -185,7 +185,7 @@ class PelvisAnatomy:
     sphincter_length: float
     perineal_half_width: float
     perineal_depth: float
-    perineal_fat: float  # fraction of fat between the perineal muscles
+    perineal_fat: float  # fraction of fat mixed into the perineal muscles
     bulb_center: Tuple[float, float]  # yp, zp
     bulb_semi: Tuple[float, float, float]
     apron_thickness: float
@@ -276,9 +276,11 @@ def sample_pelvis(rng: np.random.Generator, endorectal_coil: bool) -> PelvisAnat
     bulb_center = (-0.2 * anterior + _u(rng, 0.0, 6.0), -height - sphincter_length - 0.7 * bulb_semi[2])
     perineal_half_width = _u(rng, 20.0, 28.0)
     perineal_depth = sphincter_length + _u(rng, 15.0, 30.0)
-    # fat between the muscle bundles: real-case statistic, the region 10-20 mm below the real apex is 0.6 std
-    # darker than the gland (pure muscle made it 1.2 std darker in the simulator)
-    perineal_fat = _u(rng, 0.25, 0.6)
+    # fat between fine muscle bundles, mixed into every voxel: real-case statistics of the region 10-20 mm below
+    # the real apex: 0.6 std darker than the gland (pure muscle made it 1.2 std darker in the simulator) and more
+    # uniform than the gland (interquartile range 0.57 vs 1.29; round 6 of docs/realism.md: painted as 3 mm blobs
+    # of fat with fractions 0.25-0.6 it was less uniform than the gland at every site)
+    perineal_fat = 0.5 * _u(rng, 0.25, 0.6)
     fat = _u(rng, 10.0, 35.0)
     body_ant = cavity_ant - obturator - 2.0 * wall_radius - _u(rng, 8.0, 25.0) - fat
     body_post = sacrum[2] + sacrum_radius + _u(rng, 5.0, 20.0) + fat
@@ -527,7 +529,7 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
     blend(signal, np.maximum(lev, hug), levels.muscle * (1.0 + f32(0.15) * mid))
     del d_lev, lev, hug
 
-    # ---- below the apex: perineal muscles between the rectum and the pubic arch (fat between the bundles),
+    # ---- below the apex: perineal muscles between the rectum and the pubic arch (fat mixed in),
     # the external urethral sphincter around the membranous urethra, the bulb of the penis in its tunica
     above_apex = zp + f32(a.height)  # mm above the apex along the gland's axis
     rect_front = a.rectum_y - (a.balloon_semi[1] if a.endorectal_coil else a.rectum_semi[1]) - a.rectum_wall
@@ -536,7 +538,7 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
                                     (a.perineal_half_width, 0.5 * (rect_front - front) + 2.0))
     perineal = fraction_inside(d_perineal, width) * fraction_inside(above_apex - f32(0.3 * a.height), 4.0) * (
         fraction_inside(-above_apex - f32(a.perineal_depth), 4.0))
-    fatty = np.clip((mid - f32(norm.ppf(1.0 - a.perineal_fat))) * f32(2.0), 0.0, 1.0)
+    fatty = f32(a.perineal_fat)  # fat interspersed between fine bundles: a uniform admixture (round 6)
     blend(signal, perineal, levels.muscle * (1.0 + f32(0.12) * fine) * (1.0 - fatty)
           + fatty * f32(levels.fat) * (1.0 + f32(0.1) * fine))
     d_sphincter = np.sqrt(xp**2 + (yp + f32(0.2 * a.anterior)) ** 2)
