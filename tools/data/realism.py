@@ -887,8 +887,8 @@ def realism_report(real_image: PathLike, real_label: PathLike, root: PathLike, o
     from .synthesis.calibration import calibration_markdown, round2_markdown, variants_markdown
 
     parts.append("## Where the simulator's numbers come from\n\n" + calibration_markdown())
-    parts.append("## Variants measured and how they were chosen\n\n" + ROUND6_HEADER + ROUND5_HEADER + ROUND4_HEADER + ROUND3_HEADER
-                 + ROUND2_HEADER + round2_markdown() + ROUND1_HEADER + variants_markdown())
+    parts.append("## Variants measured and how they were chosen\n\n" + ROUND6_HEADER + ROUND5_HEADER + ROUND4_HEADER
+                 + ROUND3_HEADER + ROUND2_HEADER + round2_markdown() + ROUND1_HEADER + variants_markdown())
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(parts))
