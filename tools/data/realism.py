@@ -621,6 +621,17 @@ towards the gland by up to 0.45 std at the coil sites. The code draws `perineal_
 it into every voxel (the collection is byte-identical to V2's). Every other std-unit row moved by at most 0.043
 (through the whole volume's z-score; the gland's IQR by at most 0.02).
 
+Reported, not used (ENet w/o, 40 epochs, BIDMC held out; runs 21:28-21:45 UTC): on round 6's collection seeds 0 / 1
+score 0.652 / 0.753 on the source sites' validation, 0.708 / 0.771 on the unseen BIDMC and **0.086 / 0.000 on the real
+case**; the same commands on round 5c's collection gave 0.682 / 0.798, 0.729 / 0.769 and 0.084 / 0.369. Both
+round-6 models still mark the region 10-25 mm below the real apex (7 100-8 400 voxels) and almost nothing inside the
+gland: making the simulated region as uniform as the real one did not remove the false positive, so uniformity was
+not (or not alone) the cue the networks use there. What else differs there was looked at but not measured yet: in
+the simulated coil sites the perineal region is a round disc with a bright urethra in its centre, ringed by fat,
+much like a small gland, and left unlabelled; in the real case the region in front of the anal canal lies between
+the dark limbs of the levator ani, without a fat ring. The all-sites study runs on round 6 (the simulator is not
+changed again before it finishes unless a later round is worth rerunning it).
+
 """
 
 
