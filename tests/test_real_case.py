@@ -136,6 +136,21 @@ def test_every_model_and_taps_on_the_real_case(real_case_dir, tmp_path, monkeypa
     assert report.rows[1].status == "no model" and "no models/model.pt" in report.rows[1].message
 
 
+def test_a_report_only_call_does_not_measure_an_unfinished_runs_checkpoint(real_case_dir, tmp_path, monkeypatch):
+    """A study stopped mid-training leaves ``models/model.pt`` of an early epoch; until the run is evaluated, a
+    report-only call lists it as not run instead of measuring that checkpoint on the real case."""
+    plan = make_plan()
+    settings = Settings(tmp_path / "study", tmp_path / "data")
+    fake_models(plan, settings.out_dir)
+    monkeypatch.setattr(taps, "available", lambda: False)
+    launcher = MaskLauncher(real_case_dir, {run.name: 0 for run in plan})
+    outcomes = [Outcome(plan[0], "skipped", run_dir(plan[0], settings.out_dir))] + [
+        Outcome(run, "not run", run_dir(run, settings.out_dir)) for run in plan[1:]]
+    report = check_real_case(plan, outcomes, settings, case_dir=real_case_dir, launcher=launcher)
+    assert [r.status for r in report.rows] == ["done", "not run", "not run"]
+    assert [c[0] for c in launcher.calls] == [plan[0].name]
+
+
 def test_a_failed_inference_and_a_mask_off_the_grid_are_rows_not_errors(real_case_dir, tmp_path, monkeypatch):
     plan = make_plan()
     settings = Settings(tmp_path / "study", tmp_path / "data")

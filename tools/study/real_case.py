@@ -178,17 +178,19 @@ def check_real_case(
         output_dir = folder / "real_case"
         mask = output_dir / IMAGE_NAME.replace(".nii.gz", "_seg.nii.gz")
         record = output_dir / METRICS_NAME
+        outcome = by_key.get(run.key)
+        if outcome and outcome.status == "not run":
+            # a report-only call: a run not evaluated yet may hold an interrupted training's checkpoint; not measured
+            row.status = "not run"
+            rows.append(row)
+            continue
         if not weights.is_file() and not mask.is_file():
             if record.is_file():  # a run restored from its committed results: what its mask measured
                 measured = json.loads(record.read_text())
                 row.status, row.dice, row.hd95 = "done", measured["dice"], measured["hd95"]
                 rows.append(row)
                 continue
-            outcome = by_key.get(run.key)
-            if outcome and outcome.status == "not run":  # a report-only call before this run was trained
-                row.status = "not run"
-            else:
-                row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
+            row.message = "no models/model.pt" + (f" (the run {outcome.status})" if outcome and not outcome.ok else "")
             rows.append(row)
             continue
         if weights.is_file() and not _fresh(mask, weights):  # without weights, the mask they wrote is measured
