@@ -268,13 +268,21 @@ def sector_contrasts(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
                "lateral_contrast": near & (np.abs(dy) <= 5.0) & (dx > np.abs(dy))}
     out = {name: float(np.median(z[:, :, k][sel]) - gland) if sel.any() else float("nan")
            for name, sel in regions.items()}
-    ks = np.flatnonzero(mask.any(axis=(0, 1)))
-    footprint = mask.any(axis=2)
-    for name, distances in (("below_apex_contrast", (ks[0] - np.arange(z.shape[2])) * spacing[2]),
-                            ("above_base_contrast", (np.arange(z.shape[2]) - ks[-1]) * spacing[2])):
-        slices = np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
-        out[name] = float(np.median(z[:, :, slices][footprint]) - gland) if slices.size else float("nan")
+    for side in ("below_apex", "above_base"):
+        values = _footprint_beyond_gland(z, mask, spacing, side, axial_mm)
+        out[f"{side}_contrast"] = float(np.median(values) - gland) if values.size else float("nan")
     return out
+
+
+def _footprint_beyond_gland(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float], side: str,
+                            axial_mm: Tuple[float, float]) -> np.ndarray:
+    """Values of ``z`` in the gland's footprint (its projection along the slice axis) on the slices ``axial_mm``
+    below the apex (``side="below_apex"``) or above the base (``"above_base"``); empty if none is in the volume."""
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))
+    k = np.arange(z.shape[2])
+    distances = (ks[0] - k if side == "below_apex" else k - ks[-1]) * spacing[2]
+    slices = np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
+    return z[:, :, slices][mask.any(axis=2)]
 
 
 def _iqr(values: np.ndarray) -> float:
@@ -290,11 +298,8 @@ def uniformity(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
     rectum marks whatever is more uniform than the gland (round 6, docs/realism.md)."""
     mask = np.asarray(mask, dtype=bool)
     _check_volume(z, mask, spacing, "uniformity")
-    ks = np.flatnonzero(mask.any(axis=(0, 1)))
-    distances = (ks[0] - np.arange(z.shape[2])) * spacing[2]
-    slices = np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
-    below = _iqr(z[:, :, slices][mask.any(axis=2)]) if slices.size else float("nan")
-    return {"gland_iqr": _iqr(z[mask]), "below_apex_iqr": below}
+    below = _footprint_beyond_gland(z, mask, spacing, "below_apex", axial_mm)
+    return {"gland_iqr": _iqr(z[mask]), "below_apex_iqr": _iqr(below) if below.size else float("nan")}
 
 
 def wall_profile(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
