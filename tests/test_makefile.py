@@ -26,6 +26,16 @@ def make_setup_monailabel(venv: Path, min_free_gib: int) -> subprocess.Completed
     )
 
 
+def fake_venv(venv: Path, scripts: dict) -> Path:
+    """``venv/bin/<tool>`` as a shell script running ``scripts[tool]``, for each tool; returns ``venv``."""
+    (venv / "bin").mkdir(parents=True)
+    for tool, body in scripts.items():
+        script = venv / "bin" / tool
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    return venv
+
+
 def test_no_new_environment_on_a_full_disk(tmp_path):
     venv = tmp_path / "venv-monailabel"
     result = make_setup_monailabel(venv, HUGE_GIB)
@@ -35,13 +45,8 @@ def test_no_new_environment_on_a_full_disk(tmp_path):
 
 
 def test_an_existing_environment_is_updated_whatever_the_free_space(tmp_path):
-    venv = tmp_path / "venv-monailabel"
-    (venv / "bin").mkdir(parents=True)
     calls = tmp_path / "pip_calls.txt"
-    for tool in ("python", "pip"):
-        script = venv / "bin" / tool
-        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
-        script.chmod(0o755)
+    venv = fake_venv(tmp_path / "venv-monailabel", {tool: f'echo "{tool} $*" >> {calls}' for tool in ("python", "pip")})
     result = make_setup_monailabel(venv, HUGE_GIB)
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
@@ -56,12 +61,7 @@ def test_an_existing_environment_is_updated_whatever_the_free_space(tmp_path):
 
 
 def test_a_failed_install_fails_make_and_writes_no_stamp(tmp_path):
-    venv = tmp_path / "venv-monailabel"
-    (venv / "bin").mkdir(parents=True)
-    for tool, body in (("python", "exit 0"), ("pip", "exit 3")):
-        script = venv / "bin" / tool
-        script.write_text(f"#!/bin/sh\n{body}\n")
-        script.chmod(0o755)
+    venv = fake_venv(tmp_path / "venv-monailabel", {"python": "exit 0", "pip": "exit 3"})
     result = make_setup_monailabel(venv, 0)
     assert result.returncode != 0
     assert not (venv / "installed.stamp").exists()
