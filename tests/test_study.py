@@ -301,6 +301,34 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
                                                ("training", student_w.name), ("evaluating", student_w.name)]
 
 
+def test_a_training_resumed_from_a_stopped_attempt_says_which_checkpoint(tmp_path, monkeypatch):
+    """A stopped attempt never records its seconds: the run's timing.json, runs.csv and README say it resumed."""
+    launcher = FakeLauncher()
+    monkeypatch.setattr(study_runner, "launch_subprocess", launcher)
+    monkeypatch.setattr(sys, "argv", ["python -m tools.study", "run"])
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "study"
+    plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])
+    student_w = run_dir(plan[2], out)
+    models = student_w / "models"  # what a distillation stopped after its 12th epoch leaves
+    models.mkdir(parents=True)
+    for name in ("distill_checkpoint_epoch=3.pt", "distill_checkpoint_epoch=12.pt", "checkpoint_checkpoint_epoch=9.pt"):
+        (models / name).write_bytes(b"state")
+    assert study_runner.resume_checkpoint(student_w) == "distill_checkpoint_epoch=12.pt"
+    assert study_runner.resume_checkpoint(run_dir(plan[1], out)) is None
+    cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
+    timing = json.loads((student_w / "timing.json").read_text())
+    assert timing["train_resumed_from"] == ["distill_checkpoint_epoch=12.pt"] and "train_s" in timing
+    assert "train_resumed_from" not in json.loads((run_dir(plan[1], out) / "timing.json").read_text())
+    with open(out / "runs.csv") as f:
+        resumed = {r["run"].split("/")[-1]: r["train_resumed_from"] for r in csv.DictReader(f)}
+    assert resumed == {"prostate_mri_deeplabv3plus_teacher": "", "prostate_mri_enet_student__wo": "",
+                       "prostate_mri_enet_student__w_deeplabv3plus": "distill_checkpoint_epoch=12.pt"}
+    readme = (out / "README.md").read_text()
+    assert "(resumed from distill_checkpoint_epoch=12.pt) |" in readme
+    assert "a lower bound: 1 run(s) resumed training" in readme
+
+
 def test_a_kept_teacher_without_weights_is_retrained_only_for_unfinished_students(tmp_path):
     settings = settings_for(tmp_path)
     plan = make_plan(["BIDMC"], [0], ["deeplabv3plus"], ["enet"])

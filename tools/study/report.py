@@ -26,7 +26,7 @@ from .plan import DEFAULT_OBJECTIVE, DISPLAY_NAMES, Run
 from .reading import study_verdicts, write_reading
 from .real_case import RealCaseReport, write_real_case_table
 from .retraining import retraining_markdown
-from .runner import ENVIRONMENT_FILE, Outcome, Settings, run_dir
+from .runner import ENVIRONMENT_FILE, RESUMED_KEY, Outcome, Settings, run_dir
 from .tables import (
     RunResult,
     collect,
@@ -145,6 +145,7 @@ def _write_runs_csv(plan: Sequence[Run], results: Mapping[str, RunResult], outco
             "seen_dice": "" if result.seen_dice is None else f"{result.seen_dice:.6f}",
             "flip_rate": "" if flip_rates.get(run.key) is None else f"{flip_rates[run.key]:.6f}",
             "train_s": timing.get("train_s", ""),
+            "train_resumed_from": ";".join(timing.get(RESUMED_KEY, [])),
             "evaluate_s": "" if "evaluate_s" not in timing else round(timing["evaluate_s"] + timing.get("evaluate_seen_s", 0.0), 2),
             "message": outcome.message if outcome else "",
             "log": "" if log is None else os.path.relpath(log, settings.out_dir),
@@ -349,6 +350,7 @@ def publish_report(staging: Path, out_dir: Path, written: Mapping[str, Path]) ->
 def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, written, invocations,
                   tables3=(), flip_rates=None) -> Path:
     compute = sum(float(r["train_s"] or 0) + float(r["evaluate_s"] or 0) for r in runs_rows)
+    resumed = sum(1 for r in runs_rows if r.get("train_resumed_from"))
     failed = [r for r in runs_rows if r["status"] == "failed"]
     executed = sum(1 for r in runs_rows if r["this_call"] == "done")
     not_run = sum(1 for r in runs_rows if r["status"] == "not run")
@@ -372,7 +374,9 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
         f"- wall time of this invocation: {_minutes(info.wall_seconds)} ({executed} run(s) executed, "
         f"{len(plan) - executed - len(failed) - not_run} reused, {len(failed)} failed"
         + (f", {not_run} not run yet: the study is not complete" if not_run else "") + "); sum of the recorded run times "
-        f"(train + evaluate, all invocations): {_minutes(compute)}",
+        f"(train + evaluate, all invocations): {_minutes(compute)}"
+        + (f" (a lower bound: {resumed} run(s) resumed training from a checkpoint of a stopped attempt, whose "
+           "seconds were not recorded)" if resumed else ""),
         f"- machine: {os.cpu_count()} CPU core(s); load average (1, 5, 15 min) at start {info.load_start}, at end {info.load_end}"
         + (f"; torch threads per run: {settings.threads}" if settings.threads else ""),
     ]
@@ -446,7 +450,8 @@ def _write_readme(out, plan, results, runs_rows, settings, info, rows2, rows4, w
               "| run | status | Dice | train (s) | evaluate (s) |", "|---|---|---|---|---|"]
     for r in runs_rows:
         dice = f"{float(r['dice']):.3f}" if r["dice"] else ""
-        lines.append(f"| {r['run']} | {r['status']} | {dice} | {r['train_s']} | {r['evaluate_s']} |")
+        train = f"{r['train_s']} (resumed from {r['train_resumed_from']})" if r.get("train_resumed_from") else r["train_s"]
+        lines.append(f"| {r['run']} | {r['status']} | {dice} | {train} | {r['evaluate_s']} |")
     if failed:
         lines += ["", "### Failed runs", ""]
         lines += [f"- {r['run']}: {r['message'] or 'failed'}; log: `{r['log']}`" for r in failed]

@@ -12,7 +12,8 @@ the seen Dice of the domain-shift table).
 
 Resumability: a run whose ``eval/`` and ``eval_seen/`` hold their metrics and per-case CSVs is skipped. Otherwise
 training runs again unless ``trained`` exists (the bundle resumes from the newest checkpoint in ``models/`` by
-itself), and each evaluation runs again unless its folder is complete.
+itself; ``timing.json`` then lists that checkpoint under ``train_resumed_from``, since the stopped attempt's
+seconds were never recorded), and each evaluation runs again unless its folder is complete.
 
 Parallel runs: with ``workers`` > 1, :func:`execute` keeps that many runs going at once; a run starts when a
 worker is free and its teacher run (if any) has finished, in plan order otherwise.
@@ -45,7 +46,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from custom_losses import DISTILLATION_TERMS
-from tools.bundles import BUNDLES_DIR
+from tools.bundles import BUNDLES_DIR, latest_checkpoint
 
 from .plan import DEFAULT_OBJECTIVE, OBJECTIVES, Run
 
@@ -335,6 +336,33 @@ def _write_timing(folder: Path, stage: str, seconds: float) -> None:
     path.write_text(json.dumps(timing, indent=1) + "\n")
 
 
+RESUMED_KEY = "train_resumed_from"
+"""``timing.json`` key: the checkpoints that training attempts resumed from, oldest first. An attempt that was
+stopped (the study killed between sessions) never records its seconds, so a resumed run's ``train_s`` counts only
+the attempts that finished or failed; this key says so."""
+
+
+def resume_checkpoint(folder: Path) -> Optional[str]:
+    """File name of the newest ``models/*_checkpoint_epoch=N.pt`` the bundle will resume from (a plain run's
+    ``checkpoint_...`` or a distilled run's ``distill_...``, see ``train.yaml`` and ``distill.yaml``), or ``None``."""
+    newest = [latest_checkpoint(str(folder / "models"), prefix) for prefix in ("checkpoint", "distill")]
+    newest = [path for path in newest if path is not None]
+    if not newest:
+        return None
+    return Path(max(newest, key=lambda path: int(path.rsplit("=", 1)[1][:-len(".pt")]))).name
+
+
+def _record_resume(folder: Path) -> None:
+    """Append the checkpoint the coming training attempt resumes from (if any) to ``timing.json``."""
+    checkpoint = resume_checkpoint(folder)
+    if checkpoint is None:
+        return
+    path = folder / "timing.json"
+    timing = json.loads(path.read_text()) if path.is_file() else {}
+    timing[RESUMED_KEY] = list(timing.get(RESUMED_KEY, [])) + [checkpoint]
+    path.write_text(json.dumps(timing, indent=1) + "\n")
+
+
 ENVIRONMENT_FILE = "environment.json"
 ENVIRONMENT_PACKAGES = ("torch", "monai", "numpy", "scipy", "nibabel", "itk", "scikit-image", "pytorch-ignite")
 """The packages whose versions a run records: training is bitwise repeatable in one environment, not across them."""
@@ -472,6 +500,7 @@ def _train_and_evaluate(run: Run, folder: Path, settings: Settings, launcher: La
         log = folder / "logs" / f"{stage}.log"
         if stage == "train":
             _write_environment(folder, settings)
+            _record_resume(folder)
         stage_start = time.perf_counter()
         try:
             code = launcher(make_command(run, settings), log, env)
