@@ -314,8 +314,9 @@ def test_a_training_resumed_from_a_stopped_attempt_says_which_checkpoint(tmp_pat
     models.mkdir(parents=True)
     for name in ("distill_checkpoint_epoch=3.pt", "distill_checkpoint_epoch=12.pt", "checkpoint_checkpoint_epoch=9.pt"):
         (models / name).write_bytes(b"state")
-    assert study_runner.resume_checkpoint(student_w) == "distill_checkpoint_epoch=12.pt"
-    assert study_runner.resume_checkpoint(run_dir(plan[1], out)) is None
+    assert study_runner.resume_checkpoint(student_w, distilled=True) == "distill_checkpoint_epoch=12.pt"
+    assert study_runner.resume_checkpoint(student_w, distilled=False) == "checkpoint_checkpoint_epoch=9.pt"
+    assert study_runner.resume_checkpoint(run_dir(plan[1], out), distilled=False) is None
     cli_run(data=str(tmp_path / "data"), out=str(out), progress=False)
     timing = json.loads((student_w / "timing.json").read_text())
     assert timing["train_resumed_from"] == ["distill_checkpoint_epoch=12.pt"] and "train_s" in timing

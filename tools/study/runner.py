@@ -342,19 +342,17 @@ stopped (the study killed between sessions) never records its seconds, so a resu
 the attempts that finished or failed; this key says so."""
 
 
-def resume_checkpoint(folder: Path) -> Optional[str]:
-    """File name of the newest ``models/*_checkpoint_epoch=N.pt`` the bundle will resume from (a plain run's
-    ``checkpoint_...`` or a distilled run's ``distill_...``, see ``train.yaml`` and ``distill.yaml``), or ``None``."""
-    newest = [latest_checkpoint(str(folder / "models"), prefix) for prefix in ("checkpoint", "distill")]
-    newest = [path for path in newest if path is not None]
-    if not newest:
-        return None
-    return Path(max(newest, key=lambda path: int(path.rsplit("=", 1)[1][:-len(".pt")]))).name
+def resume_checkpoint(folder: Path, distilled: bool) -> Optional[str]:
+    """File name of the checkpoint the bundle's training will resume from, or ``None``: the newest
+    ``models/distill_checkpoint_epoch=N.pt`` for a distillation run (``distill.yaml``), the newest
+    ``models/checkpoint_checkpoint_epoch=N.pt`` otherwise (``train.yaml``)."""
+    newest = latest_checkpoint(str(folder / "models"), "distill" if distilled else "checkpoint")
+    return None if newest is None else Path(newest).name
 
 
-def _record_resume(folder: Path) -> None:
+def _record_resume(run: Run, folder: Path) -> None:
     """Append the checkpoint the coming training attempt resumes from (if any) to ``timing.json``."""
-    checkpoint = resume_checkpoint(folder)
+    checkpoint = resume_checkpoint(folder, distilled=run.teacher is not None)
     if checkpoint is None:
         return
     path = folder / "timing.json"
@@ -500,7 +498,7 @@ def _train_and_evaluate(run: Run, folder: Path, settings: Settings, launcher: La
         log = folder / "logs" / f"{stage}.log"
         if stage == "train":
             _write_environment(folder, settings)
-            _record_resume(folder)
+            _record_resume(run, folder)
         stage_start = time.perf_counter()
         try:
             code = launcher(make_command(run, settings), log, env)
