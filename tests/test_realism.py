@@ -16,6 +16,7 @@ from tools.data.realism import (
     nearest_case,
     physical_extent,
     radial_power_spectrum,
+    below_apex_ring,
     sector_contrasts,
     realism_report,
     spectral_slope,
@@ -278,6 +279,27 @@ def test_uniformity_of_the_gland_and_below_the_apex_on_a_box_phantom():
     # 10-20 mm below the apex (slices 3, 2, 1) in the footprint: 100 voxels of 0 and 200 of 3
     assert out["below_apex_iqr"] == pytest.approx(3.0)
     assert np.isnan(uniformity(volume[:, :, 4:10], mask[:, :, 4:10], spacing)["below_apex_iqr"])
+
+
+def test_below_apex_ring_reads_the_wedges_around_the_footprint():
+    volume, mask, spacing = _box_phantom()
+    x = np.arange(60)[:, None] - 29.5
+    y = np.arange(60)[None, :] - 29.5
+    # on the slices 10-20 mm below the apex (1, 2, 3 at 5 mm): lateral wedges 7, anterior wedge 1, posterior 0,
+    # the footprint 3; slice 0 (25 mm below) is outside the window and holds 100
+    pinwheel = np.where(np.abs(x) > np.abs(y), 7.0, np.where(y < 0, 1.0, 0.0))
+    pinwheel[25:35, 25:35] = 3.0
+    volume[:, :, 1:4] = pinwheel[:, :, None]
+    volume[:, :, 0] = 100.0
+    out = below_apex_ring(volume, mask, spacing)
+    assert out["below_apex_lateral_ring"] == pytest.approx(7.0 - 3.0)
+    assert out["below_apex_anterior_ring"] == pytest.approx(1.0 - 3.0)
+    # a ring of the footprint's own tissue reads 0; a volume that stops at the apex reads NaN
+    volume[:, :, 1:4] = 3.0
+    assert below_apex_ring(volume, mask, spacing) == pytest.approx(
+        {"below_apex_lateral_ring": 0.0, "below_apex_anterior_ring": 0.0})
+    short = below_apex_ring(volume[:, :, 4:10], mask[:, :, 4:10], spacing)
+    assert np.isnan(short["below_apex_lateral_ring"]) and np.isnan(short["below_apex_anterior_ring"])
 
 
 def test_wall_profile_reads_offsets_from_the_posterior_border():
