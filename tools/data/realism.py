@@ -626,7 +626,7 @@ of one site: this says how far the simulator is from that scan, not from the ben
 """
 
 
-ROUND7_HEADER = """### Round 7: the tissue below the apex is not a disc ringed by fat (rule committed 2026-12-03 before its data)
+ROUND7_HEADER = """### Round 7: the tissue below the apex is not a disc ringed by fat (rule committed 2026-12-03 10:46 UTC in f4c0d16, before its data)
 
 What was seen, no score used (a side-by-side of the real case's and the simulated sites' slices 8-20 mm below the
 apex, 2026-12-03): in the real case the tissue in front of the anal canal below the apex is a midline band (the
@@ -662,6 +662,21 @@ simulator makes the all-sites study synthesize its data again and remove its run
 adopted round 7 waits on a branch until the round-6 study has finished. Then ENet w/o (40 epochs, BIDMC held out,
 seeds 0 and 1) is trained on round 7's collection and its source validation, unseen BIDMC and real-case Dice are
 reported, not used.
+
+Result (2026-12-03 10:50 UTC; V1's collection made with the study's command on branch `simulator-round7`, compared
+with the round-6 study's collection): **V1 fails (b) and is not adopted; the simulator stays at round 6.**
+
+| | ring rows, summed distance over 6 sites (round 6: 7.765) | rows > 0.1 further away | the 17 other std-unit rows, summed distance (round 6: 59.352) |
+|---|---|---|---|
+| V1 (perineal region across the pubic arch) | 3.170 | below-apex interquartile range at RUNMC (0.38 -> 0.26; real 0.57; +0.12) | 59.039 |
+
+V1 does what it was made for: the ring beside / in front of the below-apex footprint is now -0.31 to 0.09 / -0.49 to
+0.13 at the six sites (real -0.36 / -0.40; round 6 up to 1.00 / 0.92), and every other row moved by at most 0.05
+except the below-apex region's own median and spread: its median darkened at every site (BIDMC -0.52 -> -0.77, real
+-0.63) and its interquartile range fell at every site (RUNMC 0.38 -> 0.26, BMC 0.83 -> 0.63, HCRUDB 0.38 -> 0.34,
+UCL 0.43 -> 0.33, BIDMC 0.71 -> 0.51, HK 0.80 -> 0.55; real 0.57): the footprint now lies in a uniform muscle sheet,
+where the real one holds the bulb between dark muscles. At RUNMC that moved 0.12 further from the real case, over
+the rule's 0.1, so the rule drops V1.
 
 """
 
