@@ -733,6 +733,48 @@ much like a small gland, and left unlabelled; in the real case the region in fro
 the dark limbs of the levator ani, without a fat ring. The all-sites study runs on round 6 (the simulator is not
 changed again before it finishes unless a later round is worth rerunning it).
 
+#### What round 6's models do on the real case: probes (2026-12-03, report only, nothing chosen)
+
+The all-sites study's BIDMC seed-1 models (round 6, CPU profile, trained 03:00-03:35 UTC) were run on the real case in
+the network's own space (the CPU profile's preprocessing: 2 mm in plane, 96 x 96, percentile-clipped z-score; the
+label resampled the same way, 7 068 gland voxels on slices 16-49 of 64), without the largest-component step, so that
+what the network marks can be separated from what that step keeps. Threshold 0.5 unless said.
+
+* **ENet w/o** marks 7 575 voxels: 2 942 inside the gland (42% of it; raw Dice 0.402; 0.408-0.420 at thresholds
+  0.3-0.1, so it is not a matter of calibration; the bundle's mask, after the largest-component step, scores
+  0.114: the component it keeps is the false region below the apex joined to the gland's lowest slices, slices
+  0-23 of the file, 1 863 of its 9 034 voxels in the gland), 26% of the gland's posterior half, and a gland-sized
+  region (64-175 voxels per slice, probability 0.94-1.00) on every one of the 16 slices below the apex (up to 26 mm below
+  it) and on the 5 slices above the base. On the gland's slices it marks the darker central and anterior part and
+  leaves out the peripheral zone that the endorectal coil makes bright.
+* The teachers fail differently: UNet++ marks 2 534 voxels, 1 664 inside the gland (24%; raw Dice 0.347, few false
+  voxels), DeepLabV3+ 6 725, 1 806 inside (26%; 0.262).
+* **Occlusion** (ENet w/o; a 24 x 24 mm patch set to 0, the volume's mean, moved in 6 mm steps; the change in the
+  mean probability inside the gland and inside the false region, slices 9, 21, 33 and 39): the decisions are local.
+  Hiding a region removes it (gland -0.35 to -0.45, the false region below the apex -0.43); hiding the bright band
+  behind the gland (rectal wall and coil near field) *raises* the gland's probability by 0.10-0.18; patches farther
+  than about 25 mm change either by less than 0.05.
+* **Counterfactual intensities** (ENet w/o, the real volume changed in network space): compressing what lies above 1
+  std (clipped at 1.0) raises the gland's coverage from 42% to 52% and its posterior half's from 26% to 46% (Dice on
+  the gland's slices 0.550 -> 0.642); stretching it (x 1.3 above 1 std) lowers the posterior half to 15%. A dark 2 mm
+  layer painted behind the gland's posterior border (what round 5c's rectoprostatic layer looks like at 2 mm) moves
+  the posterior half only from 26% to 29-31%. None of these changes the false region below the apex (3 300-4 300
+  voxels off the gland's slices in every variant).
+* **Levels** (medians in network space, the same preprocessing): the real gland 1.51 (quartiles 0.81-2.59) against
+  0.98-1.98 for the six simulated BIDMC cases; the real footprint 10-20 mm below the apex 0.64 (0.33-1.09) against
+  0.51-1.30. The first-order statistics that the report matches are matched in absolute units too.
+
+What it says: the networks treat the brightest tissue next to the coil as "not gland", although the simulated
+peripheral zone is as bright at the same place (wall profile 6 mm into the gland: real 2.14, simulated BIDMC 2.41),
+and the medium-gray tissue in front of the rectum as gland on every slice where it is there; what decides lies
+within about 25 mm.
+What separates the simulated perineal region from the simulated gland, which these networks learned, is not one of
+the report's rows (each is now close to the real case's), so it is of a higher order: shape, texture or the
+arrangement of the structures within 25 mm. Candidates for a later round (none tried): the brightness of the coil's
+near field inside the peripheral zone (a wider range of the coil gain at the coil sites), and the layout of the
+perineal region (the probes' false region lies between the levator ani's limbs, without the simulated fat ring).
+The scripts were one-off (`/tmp`); the method is as described above.
+
 """
 
 
