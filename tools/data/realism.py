@@ -678,6 +678,17 @@ UCL 0.43 -> 0.33, BIDMC 0.71 -> 0.51, HK 0.80 -> 0.55; real 0.57): the footprint
 where the real one holds the bulb between dark muscles. At RUNMC that moved 0.12 further from the real case, over
 the rule's 0.1, so the rule drops V1.
 
+A probe of V1, report only, nothing chosen (was the disc in its fat ring the cue for the false region below the real
+apex?): ENet w/o, 40 epochs, BIDMC held out, seeds 0 / 1, trained on V1's collection (11:00 UTC, beside the study):
+source validation 0.816 / 0.798, unseen BIDMC 0.787 / 0.812, real case 0.429 / 0.000 with the bundle's mask. Without
+the largest-component step (`--postprocessing#keep_largest_component False`) both seeds still mark 6 228 / 5 686
+voxels on the 16 real slices below the apex, beside 32% / 25% of the gland (raw Dice 0.375 / 0.320); the component
+step kept the gland for seed 0 and the region below the apex for seed 1. So the fat ring was not the cue either:
+with the simulated region now a muscle sheet across the pubic arch, networks trained on it still take the real
+tissue in front of the anal canal below the apex for gland. Round 6's probes (below) found the same after the
+region's uniformity was matched. Neither first-order statistics nor this layout separates the real perineum from
+the simulated gland; what the networks key on there is still not known.
+
 """
 
 ROUND6_HEADER = """### Round 6: the tissue below the apex is more uniform than the gland (rule committed 2026-12-02 20:52 UTC in 49c4833, before its data)
