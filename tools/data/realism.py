@@ -282,11 +282,17 @@ def _footprint_beyond_gland(z: np.ndarray, mask: np.ndarray, spacing: Sequence[f
                             axial_mm: Tuple[float, float]) -> np.ndarray:
     """Values of ``z`` in the gland's footprint (its projection along the slice axis) on the slices ``axial_mm``
     below the apex (``side="below_apex"``) or above the base (``"above_base"``); empty if none is in the volume."""
+    return z[:, :, _slices_beyond_gland(mask, spacing, side, axial_mm)][mask.any(axis=2)]
+
+
+def _slices_beyond_gland(mask: np.ndarray, spacing: Sequence[float], side: str,
+                         axial_mm: Tuple[float, float]) -> np.ndarray:
+    """Indices of the slices ``axial_mm`` below the lowest gland slice (``side="below_apex"``) or above the highest
+    (``"above_base"``); empty if none is in the volume."""
     ks = np.flatnonzero(mask.any(axis=(0, 1)))
-    k = np.arange(z.shape[2])
+    k = np.arange(mask.shape[2])
     distances = (ks[0] - k if side == "below_apex" else k - ks[-1]) * spacing[2]
-    slices = np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
-    return z[:, :, slices][mask.any(axis=2)]
+    return np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
 
 
 def _iqr(values: np.ndarray) -> float:
@@ -318,9 +324,7 @@ def below_apex_ring(z: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
     mask = np.asarray(mask, dtype=bool)
     _check_volume(z, mask, spacing, "below_apex_ring")
     out = {"below_apex_lateral_ring": float("nan"), "below_apex_anterior_ring": float("nan")}
-    ks = np.flatnonzero(mask.any(axis=(0, 1)))
-    distances = (ks[0] - np.arange(z.shape[2])) * spacing[2]
-    slices = np.flatnonzero((distances >= axial_mm[0]) & (distances <= axial_mm[1]))
+    slices = _slices_beyond_gland(mask, spacing, "below_apex", axial_mm)
     if not slices.size:
         return out
     footprint = mask.any(axis=2)
