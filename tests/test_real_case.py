@@ -266,3 +266,25 @@ def test_taps_adapter_errors(tmp_path, monkeypatch):
     assert not taps.available()
     with pytest.raises(ImportError, match="pip install --no-deps lavlab-taps==1.1.2 onnxruntime"):
         taps.segment(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz")
+
+
+def test_the_summary_pivots_runs_by_held_out_site_with_each_seed_and_the_median():
+    Row = study_real_case.RealCaseRow
+    rows = [
+        Row("ENet w/o", "RUNMC/seed0/prostate_mri_enet_student__wo", "done", dice=0.5),
+        Row("ENet w/o", "RUNMC/seed1/prostate_mri_enet_student__wo", "done", dice=0.25),
+        Row("ENet w/o", "BIDMC/seed1/prostate_mri_enet_student__wo", "done", dice=0.125),
+        Row("ENet w/o", "BIDMC/seed0/prostate_mri_enet_student__wo", "done", dice=0.0),
+        Row("UNet++ (teacher)", "RUNMC/seed0/prostate_mri_unetpp_teacher", "done", dice=0.75),
+        Row("UNet++ (teacher)", "RUNMC/seed1/prostate_mri_unetpp_teacher", "failed", message="exit code 1"),
+        Row("TAPS", "peer", "done", dice=0.9),
+    ]
+    lines = study_real_case.summary_by_site(rows)
+    assert lines[2:] == [
+        "| model | RUNMC | BIDMC | median |",
+        "|---|---|---|---|",
+        "| ENet w/o | 0.500 / 0.250 | 0.000 / 0.125 | 0.188 |",  # seeds in order whatever the rows' order
+        "| UNet++ (teacher) | 0.750 |  | 0.750 |",  # a failed run is left out, a site without runs is blank
+        "",
+    ]
+    assert study_real_case.summary_by_site([rows[-1], rows[-2]]) == []  # no study run measured: no summary

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "inference_command",
     "case_dice",
     "check_real_case",
+    "summary_by_site",
     "write_real_case_table",
 ]
 
@@ -236,6 +238,42 @@ def _trained_for(run_key: str) -> str:
     return run_key
 
 
+def _site_and_seed(run_key: str) -> Optional[tuple]:
+    """``RUNMC/seed1/<run name>`` -> ``("RUNMC", 1)``; ``None`` for a peer's key."""
+    parts = run_key.split("/")
+    if len(parts) == 3 and parts[1].startswith("seed") and parts[1][4:].isdigit():
+        return parts[0], int(parts[1][4:])
+    return None
+
+
+def summary_by_site(rows: Sequence[RealCaseRow]) -> List[str]:
+    """Markdown lines: one row per model, one column per held-out site (its seeds' Dice, ``seed 0 / seed 1``),
+    and the median over every measured run of the model; empty when no study run was measured.
+
+    The long table below it lists the same numbers run by run; this one shows at a glance whether a model's
+    result on the real case depends on which simulated site was left out of its training."""
+    cells: Dict[str, Dict[str, Dict[int, float]]] = {}
+    sites: List[str] = []
+    for r in rows:
+        key = _site_and_seed(r.run)
+        if key is None or r.status != "done" or r.dice is None:
+            continue
+        site, seed = key
+        if site not in sites:
+            sites.append(site)
+        cells.setdefault(r.model, {}).setdefault(site, {})[seed] = r.dice
+    if not cells:
+        return []
+    lines = ["Dice by held-out site (seeds in order, `seed 0 / seed 1`; median over the model's runs):", "",
+             "| model | " + " | ".join(sites) + " | median |", "|---|" + "---|" * (len(sites) + 1)]
+    for model, by_site in cells.items():
+        values = [by_site.get(site, {}) for site in sites]
+        row = [" / ".join(_cell(v[seed]) for seed in sorted(v)) for v in values]
+        median = statistics.median(d for v in by_site.values() for d in v.values())
+        lines.append(f"| {model} | " + " | ".join(row) + f" | {_cell(median)} |")
+    return lines + [""]
+
+
 def write_real_case_table(report: RealCaseReport, out_dir: Path) -> Path:
     """``real_case.md`` and ``real_case.csv`` in ``out_dir``; returns the markdown file."""
     out_dir = Path(out_dir)
@@ -249,6 +287,7 @@ def write_real_case_table(report: RealCaseReport, out_dir: Path) -> Path:
     lines = ["### The real case: a sanity check, not a benchmark", "", DISCLAIMER, ""]
     if report.note:
         lines += [report.note, ""]
+    lines += summary_by_site(report.rows)
     if report.rows:
         lines += ["| model | trained for | Dice | HD95 (mm) | status |", "|---|---|---|---|---|"]
         for r in report.rows:
