@@ -476,6 +476,19 @@ def test_split_is_seeded_and_independent_of_the_target():
     assert runmc_validation("BMC") == runmc_validation("HK") == runmc_validation("UCL")
 
 
+def test_no_site_held_out_trains_on_every_site_with_the_loso_validation_cases():
+    index = fake_index()
+    whole = make_split(index, "none", val_fraction=0.2, seed=3)
+    assert whole == make_split(index, None, 0.2, 3) == make_split(index, " None ", 0.2, 3)
+    assert whole["target_site"] is None and whole["test"] == []
+    assert whole["source_sites"] == ["RUNMC", "BMC", "HCRUDB", "UCL", "BIDMC", "HK"]
+    assert len(whole["training"]) + len(whole["validation"]) == sum(REAL_SIZES.values())
+    key = lambda e: (e["site"], e["case"])  # noqa: E731
+    loso = make_split(index, "HK", 0.2, 3)  # each site keeps the validation cases it has in every LOSO datalist
+    assert [key(e) for e in whole["validation"] if e["site"] != "HK"] == [key(e) for e in loso["validation"]]
+    assert [key(e) for e in whole["training"] if e["site"] != "HK"] == [key(e) for e in loso["training"]]
+
+
 def test_split_small_sites_and_errors():
     index = fake_index({"RUNMC": 1, "BMC": 2, "UCL": 3})
     split = make_split(index, "UCL", 0.2, 0)

@@ -52,7 +52,7 @@ def loso_datalist(
 
     From ``datalist_file`` (written by ``python -m tools.data split``) when given, else built in memory from
     ``dataset_dir``: the dataset is indexed and verified (:func:`tools.data.datalist.build_index`, which raises on
-    any integrity problem, naming each file) and split with ``target_site`` held out.
+    any integrity problem, naming each file) and split with ``target_site`` held out (``"none"``: no site held out).
     """
     from tools.data.datalist import DATALIST_KEYS, build_index, load_datalist, make_split
 

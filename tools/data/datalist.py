@@ -57,11 +57,16 @@ __all__ = [
     "build_index",
     "load_index",
     "num_validation",
+    "NO_TARGET",
+    "held_out_site",
     "make_split",
     "make_all_splits",
     "datalist_filename",
     "load_datalist",
 ]
+
+NO_TARGET = "none"
+"""``target_site`` value that holds no site out (:func:`make_split`)."""
 
 INDEX_FORMAT = "prostate-rkd-index/1"
 DATALIST_KEYS = ("training", "validation", "test")
@@ -150,8 +155,20 @@ def _entry(case: Dict) -> Dict[str, str]:
     return {"image": case["image"], "label": case["label"], "site": case["site"], "case": case["case"]}
 
 
-def make_split(index: Dict, target: str, val_fraction: float = 0.2, seed: int = 0) -> Dict:
+def held_out_site(target: Optional[str]) -> Optional[str]:
+    """The canonical name of the site to hold out, or ``None`` for :data:`NO_TARGET` (``None`` or ``"none"``, any
+    case): no site held out."""
+    if target is None or (isinstance(target, str) and target.strip().lower() == NO_TARGET):
+        return None
+    return canonical_site(target)
+
+
+def make_split(index: Dict, target: Optional[str], val_fraction: float = 0.2, seed: int = 0) -> Dict:
     """The LOSO datalist holding out ``target`` (any accepted site name); format in the module docstring.
+
+    ``target`` ``None`` or ``"none"`` holds no site out: every site of the index trains and validates (the same
+    validation cases as in the LOSO datalists) and ``test`` is empty: a model meant for scans from outside the
+    collection, e.g. ``../shared/data/real_case``.
 
     Raises:
         DatasetError: unknown target, target or source sites absent from the index, or bad
@@ -159,11 +176,11 @@ def make_split(index: Dict, target: str, val_fraction: float = 0.2, seed: int = 
     """
     _check_split_args(val_fraction, seed)
     _check_index(index, "index")
-    target = canonical_site(target)
+    target = held_out_site(target)
     by_site: Dict[str, List[Dict]] = {}
     for case in index["cases"]:
         by_site.setdefault(case["site"], []).append(case)
-    if target not in by_site:
+    if target is not None and target not in by_site:
         present = ", ".join(s for s in SITES if s in by_site)
         raise DatasetError(
             f"target site {site_display_name(target)} has no cases in the index (sites present: {present})"
@@ -180,12 +197,16 @@ def make_split(index: Dict, target: str, val_fraction: float = 0.2, seed: int = 
         val_ids = set(int(i) for i in order[: num_validation(len(cases), val_fraction)])
         for i, case in enumerate(cases):
             (validation if i in val_ids else training).append(_entry(case))
-    test = [_entry(c) for c in sorted(by_site[target], key=lambda c: case_sort_key(c["case"]))]
+    if target is None:
+        test: List[Dict] = []
+        name, description = "prostate, no site held out", f"Train and validate on {', '.join(sources)}; no test site."
+    else:
+        test = [_entry(c) for c in sorted(by_site[target], key=lambda c: case_sort_key(c["case"]))]
+        name = f"prostate LOSO, target {target}"
+        description = f"Leave-one-site-out: train and validate on {', '.join(sources)}; test on every case of {target}."
     return {
-        "name": f"prostate LOSO, target {target}",
-        "description": (
-            f"Leave-one-site-out: train and validate on {', '.join(sources)}; test on every case of {target}."
-        ),
+        "name": name,
+        "description": description,
         "target_site": target,
         "source_sites": sources,
         "seed": int(seed),
