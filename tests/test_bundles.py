@@ -852,6 +852,24 @@ def test_evaluation(bundle, source, request, dataset_dir, tmp_path):
             assert summary[f"test_{metric}"] == pytest.approx(values.mean(), rel=1e-5)
 
 
+def test_no_site_held_out_trains_on_six_sites_and_evaluates_only_validation(dataset_dir):
+    """``--target_site none``: train.yaml's datalist holds every site; evaluate.yaml refuses the empty ``test`` list
+    in one line that says what to do, and evaluates ``validation``."""
+    parser = ConfigParser()
+    parser.read_config([str(configs(CLI_STUDENT) / "train.yaml"), str(configs(CLI_STUDENT) / "evaluate.yaml")])
+    parser.update({"dataset_dir": str(dataset_dir), "target_site": "none"})
+    datalist = parser.get_parsed_content("datalist")
+    assert {case["site"] for case in datalist["training"]} == {"RUNMC", "BMC", "HCRUDB", "UCL", "BIDMC", "HK"}
+    with pytest.raises(RuntimeError) as refused:  # MONAI's config expression error, raised from ours
+        parser.get_parsed_content("validate#dataset#data")
+    assert isinstance(refused.value.__cause__, ValueError)
+    assert str(refused.value.__cause__) == ("evaluate_key 'test': the datalist has no cases to evaluate (--target_site "
+                                            "none holds no site out: evaluate with --evaluate_key validation).")
+    parser["evaluate_key"] = "validation"
+    parser.parse()
+    assert parser.get_parsed_content("validate#dataset#data") == datalist["validation"]
+
+
 def test_evaluation_agrees_with_inference_masks(distilled, dataset_dir, tmp_path):
     """evaluate.yaml's Dice of each case is the Dice of inference.yaml's mask against the case's label file:
     the two configs run one chain, and the mask is in the label's geometry."""

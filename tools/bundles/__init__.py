@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["BUNDLES_DIR", "DEFAULT_DATASET_DIR", "bundle_dir", "latest_checkpoint", "loso_datalist", "inference_datalist", "InferenceDatalist",
+__all__ = ["BUNDLES_DIR", "DEFAULT_DATASET_DIR", "bundle_dir", "latest_checkpoint", "loso_datalist", "evaluation_cases",
+           "inference_datalist", "InferenceDatalist",
            "exit_if_inputs_failed", "load_teacher"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -66,6 +67,20 @@ def loso_datalist(
     for key in DATALIST_KEYS:
         split[key] = [dict(e, image=os.path.join(root, e["image"]), label=os.path.join(root, e["label"])) for e in split[key]]
     return split
+
+
+def evaluation_cases(datalist: dict, key: str) -> list:
+    """The entries of ``datalist[key]`` that evaluate.yaml runs (``evaluate_key``: ``test``, ``validation``...).
+
+    Raises:
+        ValueError: ``key`` is not a list of the datalist, or it is empty (``test`` is, with ``--target_site none``).
+    """
+    if key not in datalist or not isinstance(datalist[key], list):
+        raise ValueError(f"evaluate_key {key!r} is not a list of the datalist (keys: {sorted(datalist)}).")
+    if not datalist[key]:
+        hint = " (--target_site none holds no site out: evaluate with --evaluate_key validation)" if key == "test" else ""
+        raise ValueError(f"evaluate_key {key!r}: the datalist has no cases to evaluate{hint}.")
+    return datalist[key]
 
 
 class InferenceDatalist(list):
