@@ -26,7 +26,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tools.peers import taps
 
@@ -230,20 +230,18 @@ def _cell(value: Optional[float], digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _trained_for(run_key: str) -> str:
-    """``RUNMC/seed1/<run name>`` -> ``RUNMC held out, seed 1``; a peer's key (``peer``) as it is."""
-    parts = run_key.split("/")
-    if len(parts) == 3 and parts[1].startswith("seed"):
-        return f"{parts[0]} held out, seed {parts[1][4:]}"
-    return run_key
-
-
-def _site_and_seed(run_key: str) -> Optional[tuple]:
-    """``RUNMC/seed1/<run name>`` -> ``("RUNMC", 1)``; ``None`` for a peer's key."""
+def _site_and_seed(run_key: str) -> Optional[Tuple[str, int]]:
+    """``RUNMC/seed1/<run name>`` -> ``("RUNMC", 1)``; ``None`` for a peer's key (``peer``)."""
     parts = run_key.split("/")
     if len(parts) == 3 and parts[1].startswith("seed") and parts[1][4:].isdigit():
         return parts[0], int(parts[1][4:])
     return None
+
+
+def _trained_for(run_key: str) -> str:
+    """``RUNMC/seed1/<run name>`` -> ``RUNMC held out, seed 1``; a peer's key (``peer``) as it is."""
+    key = _site_and_seed(run_key)
+    return run_key if key is None else f"{key[0]} held out, seed {key[1]}"
 
 
 def summary_by_site(rows: Sequence[RealCaseRow]) -> List[str]:
