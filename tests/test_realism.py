@@ -5,6 +5,7 @@ import nibabel as nib
 import pytest
 
 from tools.data.realism import (
+    edge_profile,
     CaseStats,
     bias_profile,
     far_field_ratio,
@@ -300,6 +301,26 @@ def test_below_apex_ring_reads_the_wedges_around_the_footprint():
         {"below_apex_lateral_ring": 0.0, "below_apex_anterior_ring": 0.0})
     short = below_apex_ring(volume[:, :, 4:10], mask[:, :, 4:10], spacing)
     assert np.isnan(short["below_apex_lateral_ring"]) and np.isnan(short["below_apex_anterior_ring"])
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.0, 1.0, 3.0)])
+def test_edge_profile_reads_bands_of_distance_from_the_border(spacing):
+    # a slab: an inside voxel's distance to the nearest outside voxel is its smallest axis distance to a face (mm);
+    # wide in plane and 20 slices thick, so that slices read at 1 mm instead of 3 would change every band's median
+    mask = np.zeros((60, 60, 60), bool)
+    mask[5:55, 5:55, 20:40] = True
+    ends = [(4, 55), (4, 55), (19, 40)]
+    axis = [np.minimum(np.arange(60) - lo, hi - np.arange(60)) * sp for (lo, hi), sp in zip(ends, spacing)]
+    depth = np.minimum(np.minimum(axis[0][:, None, None], axis[1][None, :, None]), axis[2][None, None, :])
+    level = np.select([depth > 6, depth > 4, depth > 2], [10.0, 9.0, 8.0], default=5.0)
+    volume = np.where(mask, level, 2.0)
+    out = edge_profile(volume, mask, spacing)
+    assert out == pytest.approx({"edge_inside_4_6": -1.0, "edge_inside_2_4": -2.0, "edge_inside_0_2": -5.0,
+                                 "edge_outside_0_2": -8.0})
+    small = np.zeros((20, 20, 20), bool)
+    small[8:12, 8:12, 8:12] = True  # nothing deeper than 6 mm: no reference, every band NaN
+    noise = np.random.default_rng(0).normal(size=small.shape)
+    assert all(np.isnan(v) for v in edge_profile(noise, small, spacing).values())
 
 
 def test_wall_profile_reads_offsets_from_the_posterior_border():
