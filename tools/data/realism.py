@@ -714,9 +714,9 @@ An enclosing dark outline is a cue: with one drawn, the networks take in 0.03-0.
 level, and the levator ani 1-3 mm beside it), and at 2 mm the real gland's is faint. The report now measures the
 edge (four rows added after this probe, `edge_profile`: the median of the z-score in bands of 3D distance from the
 gland's border minus the median deeper than 6 mm inside): the real gland darkens gradually towards its edge (4-6 /
-2-4 / 0-2 mm inside, 0-2 mm outside: -0.31 / -0.49 / -0.76 / -0.79), while the simulated glands darken later and less, until
-the capsule (round 6, site medians: -0.09 to 0.16 / -0.34 to -0.07 / -0.73 to -0.37 /
--0.69 to -0.37; NaN at HK, whose 2.2 mm pixels leave the 0-2 mm bands empty). The outline does not change the
+2-4 / 0-2 mm inside, 0-2 mm outside: -0.31 / -0.49 / -0.76 / -0.79), while the simulated glands darken later and
+less, until the capsule (round 6, site medians: -0.09 to 0.16 / -0.34 to -0.07 / -0.73 to -0.37 / -0.69 to -0.37;
+NaN at HK, whose 2.2 mm pixels leave the 0-2 mm bands empty). The outline does not change the
 region below the apex, which the networks mark the same in every variant. A candidate for a later round (not
 tried; its rule comes first and it waits for a study that can run again): the gland brighter at depth than at its
 periphery, or the capsule as a gradient of variable darkness instead of a fixed 1.2 mm line, judged on these rows.
