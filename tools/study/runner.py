@@ -329,11 +329,18 @@ def _environment(settings: Settings) -> Dict[str, str]:
     return env
 
 
-def _write_timing(folder: Path, stage: str, seconds: float) -> None:
+def _update_timing(folder: Path, change: Callable[[Dict[str, Any]], None]) -> None:
+    """Read ``folder/timing.json`` (``{}`` when absent), let ``change`` edit it in place, write it back."""
     path = folder / "timing.json"
     timing = json.loads(path.read_text()) if path.is_file() else {}
-    timing[f"{stage}_s"] = round(timing.get(f"{stage}_s", 0.0) + seconds, 2)
+    change(timing)
     path.write_text(json.dumps(timing, indent=1) + "\n")
+
+
+def _write_timing(folder: Path, stage: str, seconds: float) -> None:
+    """Add ``seconds`` to ``<stage>_s`` of ``timing.json``."""
+    key = f"{stage}_s"
+    _update_timing(folder, lambda timing: timing.update({key: round(timing.get(key, 0.0) + seconds, 2)}))
 
 
 RESUMED_KEY = "train_resumed_from"
@@ -353,12 +360,8 @@ def resume_checkpoint(folder: Path, distilled: bool) -> Optional[str]:
 def _record_resume(run: Run, folder: Path) -> None:
     """Append the checkpoint the coming training attempt resumes from (if any) to ``timing.json``."""
     checkpoint = resume_checkpoint(folder, distilled=run.teacher is not None)
-    if checkpoint is None:
-        return
-    path = folder / "timing.json"
-    timing = json.loads(path.read_text()) if path.is_file() else {}
-    timing[RESUMED_KEY] = list(timing.get(RESUMED_KEY, [])) + [checkpoint]
-    path.write_text(json.dumps(timing, indent=1) + "\n")
+    if checkpoint is not None:
+        _update_timing(folder, lambda timing: timing.update({RESUMED_KEY: timing.get(RESUMED_KEY, []) + [checkpoint]}))
 
 
 ENVIRONMENT_FILE = "environment.json"
