@@ -726,7 +726,7 @@ The scripts of the probe were one-off (`/tmp`).
 """Not a simulator round: a model trained on all six simulated sites (``--target_site none``) on the real case,
 and a probe of what the networks key on (2026-12-03); kept here so that regenerating the report keeps it."""
 
-ROUND8_HEADER = """### Round 8: the gland darkens towards its ends and its border (rule committed 2026-12-03 17:25 UTC, before its data)
+ROUND8_HEADER = """### Round 8: the gland darkens towards its ends and its border (rule committed 2026-12-03 16:53 UTC in 4eaf3ce, before its data)
 
 What was seen, no score used: the edge rows (`edge_profile`, added after the outline probe above) and the same
 bands split by direction around the gland (a one-off split, `/tmp`; real case against the simulated BIDMC cases 00
