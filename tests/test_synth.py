@@ -440,3 +440,42 @@ def test_the_tissue_below_the_apex_is_more_uniform_than_the_gland(site):
     gland = float(np.median([m["gland_iqr"] for m in measured]))
     below = float(np.median([m["below_apex_iqr"] for m in measured]))
     assert below < gland - 0.1, (below, gland)
+
+
+def test_gland_ends_factor_is_a_linear_ramp_from_the_nearer_end():
+    """Round 8: ``1 - darkening * clip(1 - e / length_mm, 0, 1)``; the default darkens nothing."""
+    from tools.data.synthesis.anatomy import GlandEnds
+
+    factor = GlandEnds(darkening=0.4, length_mm=8.0).factor(np.array([0.0, 2.0, 4.0, 8.0, 20.0]))
+    assert factor.dtype == np.float32
+    np.testing.assert_allclose(factor, [0.6, 0.7, 0.8, 1.0, 1.0], rtol=1e-6)
+    assert np.all(GlandEnds().factor(np.array([0.0, 3.0, 50.0])) == 1.0)
+    with pytest.raises(ValueError, match="GlandEnds: darkening must lie in"):
+        GlandEnds(darkening=1.5)
+    with pytest.raises(ValueError, match="length_mm=0"):
+        GlandEnds(darkening=0.3, length_mm=0)
+
+
+def test_the_gland_is_darker_at_its_apex_and_base_and_nothing_else_changes(monkeypatch):
+    """Round 8 (docs/realism.md): the gland's end slices are darker than without the darkening, its middle slice
+    and everything away from the gland are bit for bit the same, and so is the mask (the darkening has its own
+    random stream and changes no other draw)."""
+    from scipy import ndimage
+
+    import tools.data.synth as synth
+    from tools.data.synthesis.anatomy import GlandEnds
+
+    darkened = synthesize_case("BIDMC", 0, seed=0, size=64)
+    monkeypatch.setattr(synth, "sample_gland_ends", lambda rng: GlandEnds())
+    plain = synthesize_case("BIDMC", 0, seed=0, size=64)
+    assert np.array_equal(darkened.label, plain.label)
+    mask = darkened.label > 0
+    near = ndimage.binary_dilation(mask, iterations=2)
+    assert np.array_equal(darkened.image[~near], plain.image[~near])
+    slices = np.flatnonzero(mask.any(axis=(0, 1)))
+    middle = int(slices[len(slices) // 2])
+    assert np.array_equal(darkened.image[..., middle], plain.image[..., middle])
+    for k in (slices[0], slices[-1]):
+        ratio = np.median(darkened.image[..., k][mask[..., k]].astype(np.float64)
+                          / plain.image[..., k][mask[..., k]].astype(np.float64))
+        assert ratio < 0.85, (k, ratio)

@@ -36,7 +36,7 @@ from .synthesis.acquisition import (
     surface_coil_bias,
     to_vendor_dtype,
 )
-from .synthesis.anatomy import render_pelvis, sample_pelvis, sample_t2_levels
+from .synthesis.anatomy import render_pelvis, sample_gland_ends, sample_pelvis, sample_t2_levels
 from .synthesis.relaxation import weight_levels
 from .synthesis.sites import NAMINGS, SITES, SiteSpec, case_file_names, case_numbers, get_site, site_folder
 
@@ -96,7 +96,9 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     on both sides of the mask, at a random position along the render grid.
 
     The random stream is ``numpy.random.default_rng([seed, site.index, case_number])``; TE and TR come from
-    a second stream, ``default_rng([seed, site.index, case_number, 1])``, so they change no other draw.
+    a second stream, ``default_rng([seed, site.index, case_number, 1])``, and the darkening of the gland's ends
+    (:class:`~tools.data.synthesis.anatomy.GlandEnds`, round 8) from a third, ``[..., 2]``, so they change no other
+    draw.
     """
     site = get_site(site) if isinstance(site, str) else site
     seed = _check_int("seed", seed, 0)
@@ -118,11 +120,12 @@ def synthesize_case(site: Union[SiteSpec, str], case_number: int, seed: int = 0,
     echo_time = float(sequence_rng.uniform(*site.echo_time_ms))
     repetition_time = float(sequence_rng.uniform(*site.repetition_time_ms))
     levels = weight_levels(levels, echo_time, repetition_time, field_strength)
+    ends = sample_gland_ends(np.random.default_rng([seed, site.index, case_number, 2]))
 
     coords = patient_coordinates(geometry)
     spacing = geometry.evaluation_spacing_mm
     render = render_pelvis(anatomy, levels, coords, geometry.spacing_mm, rng, geometry.supersampling,
-                           site.annotation_offset_mm)
+                           site.annotation_offset_mm, ends)
     signal = np.maximum(render.signal, 0.0) ** np.float32(gamma)
     signal *= surface_coil_bias(rng, anatomy, coords, spacing, surface)
     coil = anatomy.coil_segment()

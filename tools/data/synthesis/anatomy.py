@@ -8,7 +8,7 @@ air -> body (subcutaneous fat, gluteal cleft) -> muscle mass with fat planes -> 
 with vessels -> ischioanal fossae (fat with septa) -> bones (cortex + marrow: pubis and ischium as a ring outside the obturator internus,
 femoral heads and necks, sacrum) -> levator ani -> bladder -> seminal vesicles -> rectum (or the
 endorectal coil's balloon) -> periprostatic veins -> prostate (peripheral zone, central gland with
-nodules, anterior stroma, capsule, urethra, optional focal lesion).
+nodules, anterior stroma, darker towards its apex and base, capsule, urethra, optional focal lesion).
 
 A smooth random displacement (2-5 mm, 25 mm correlation) warps all of it, a second one (3-6 mm,
 12 mm) the muscles and bones only; a third smooth field perturbs the prostate outline; Gaussian
@@ -32,7 +32,8 @@ from .fields import (
     smooth_field,
 )
 
-__all__ = ["T2Levels", "PelvisAnatomy", "PelvisRender", "sample_t2_levels", "sample_pelvis", "render_pelvis"]
+__all__ = ["T2Levels", "PelvisAnatomy", "PelvisRender", "GlandEnds", "sample_t2_levels", "sample_pelvis",
+           "sample_gland_ends", "render_pelvis"]
 
 
 RECTOPROSTATIC_FASCIA_MM = 1.5
@@ -104,6 +105,37 @@ def sample_t2_levels(rng: np.random.Generator, fat_level: Tuple[float, float]) -
         vein=_u(rng, 0.85, 1.1),
         spongiosum=_u(rng, 0.6, 0.9),
     )
+
+
+@dataclass(frozen=True)
+class GlandEnds:
+    """The gland darker towards its apex and base (round 8, docs/realism.md).
+
+    The gland's signal (both zones, before the capsule line and the urethra are painted) is multiplied by
+    ``1 - darkening * clip(1 - e / length_mm, 0, 1)``, ``e`` the distance (mm) along the gland's long axis from its
+    nearer end: ``1 - darkening`` at the apex and the base, 1 from ``length_mm`` inwards. At the base the gland is
+    mostly central zone (T2-dark) and the bladder neck's smooth muscle, at the apex the sphincter's striated fibres
+    run into it; the real case's first and last three gland slices are about 1 std darker than its interior, even
+    4-6 mm inside the outline. The default darkens nothing."""
+
+    darkening: float = 0.0
+    length_mm: float = 8.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.darkening <= 1.0 or not self.length_mm > 0.0:
+            raise ValueError(f"GlandEnds: darkening must lie in [0, 1] and length_mm be positive, got "
+                             f"darkening={self.darkening}, length_mm={self.length_mm}.")
+
+    def factor(self, axial_mm: np.ndarray) -> np.ndarray:
+        """The multiplier at distances ``axial_mm`` (mm) from the nearer end, float32, the shape of ``axial_mm``."""
+        ramp = np.clip(1.0 - np.asarray(axial_mm, dtype=np.float32) * np.float32(1.0 / self.length_mm), 0.0, 1.0)
+        return (1.0 - np.float32(self.darkening) * ramp).astype(np.float32, copy=False)
+
+
+def sample_gland_ends(rng: np.random.Generator) -> GlandEnds:
+    """Per-case darkening of the gland's ends: ``darkening`` ~ U(0.3, 0.6), then ``length_mm`` ~ U(6, 10)
+    (round 8, docs/realism.md; set from the real case's edge bands, about 1 std darker on its end slices)."""
+    return GlandEnds(darkening=_u(rng, 0.3, 0.6), length_mm=_u(rng, 6.0, 10.0))
 
 
 @dataclass(frozen=True)
@@ -336,7 +368,7 @@ def _paint_bone(signal: np.ndarray, distance: np.ndarray, levels: T2Levels, cort
 
 def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spacing_mm: Sequence[float],
                   rng: np.random.Generator, supersampling: int = 1,
-                  annotation_offset_mm: float = 0.0) -> PelvisRender:
+                  annotation_offset_mm: float = 0.0, ends: GlandEnds = GlandEnds()) -> PelvisRender:
     """Paint the T2 signal of ``anatomy`` at patient coordinates ``coords`` = ``(x, y, z)``.
 
     Args:
@@ -350,6 +382,7 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
         supersampling: sub-slices per written slice.
         annotation_offset_mm: where the annotators put the outline, outward of the true capsule (mm);
             gives :attr:`PelvisRender.annotated`. It changes no signal.
+        ends: how the gland darkens towards its apex and base (default: not at all).
     """
     a = anatomy
     shape = coords[0].shape
@@ -448,7 +481,7 @@ def render_pelvis(anatomy: PelvisAnatomy, levels: T2Levels, coords: Coords, spac
     annotated = np.zeros(shape, dtype=np.float32)
     prostate[box], central[box], annotated[box] = _paint_organs(
         a, levels, (x[box], y[box], z[box]), signal[box], width, outline_field[box], fine[box], mid[box],
-        annotation_offset_mm)
+        annotation_offset_mm, ends)
     return PelvisRender(signal=signal, prostate=prostate, central_gland=central, annotated=annotated)
 
 
@@ -484,7 +517,8 @@ def _organ_box(a: PelvisAnatomy, x: np.ndarray, y: np.ndarray, width: float):
 
 
 def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np.ndarray, width: float,
-                  outline_field: np.ndarray, fine: np.ndarray, mid: np.ndarray, annotation_offset_mm: float = 0.0):
+                  outline_field: np.ndarray, fine: np.ndarray, mid: np.ndarray, annotation_offset_mm: float = 0.0,
+                  ends: GlandEnds = GlandEnds()):
     """Levator ani, bladder, seminal vesicles, rectum/balloon, venous plexus and prostate, painted in place.
 
     Returns the prostate, central-gland and annotated fractions (:class:`PelvisRender`) of the shape of ``signal``.
@@ -629,6 +663,7 @@ def _paint_organs(a: PelvisAnatomy, levels: T2Levels, coords: Coords, signal: np
     cg_signal = f32(levels.central_gland) + f32(levels.nodule_contrast) * np.tanh(f32(1.6) * mid) + f32(0.08) * fine
     cg_signal = cg_signal * (1.0 - stroma) + stroma * f32(levels.stroma)
     gland = pz_signal * (prostate - central) + cg_signal * central
+    gland *= ends.factor((1.0 - np.abs(w)) * f32(a.height))
     capsule = prostate - fraction_inside(d_prostate + f32(1.2), width)
     urethra_d = np.sqrt(xp**2 + (yp + f32(0.2 * a.anterior)) ** 2) - f32(2.5)
     urethra = fraction_inside(urethra_d, width) * prostate * fraction_inside(w - f32(0.85), 2.0)

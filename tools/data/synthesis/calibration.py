@@ -88,6 +88,12 @@ CALIBRATION: Tuple[Tuple[str, str, str], ...] = (
     ("detrusor apron (round 2)", "a 2-4 mm fibromuscular sheet on the gland's anterior surface", "anatomy: the "
      "detrusor apron and anterior fibromuscular tissue cover the prostate's anterior surface; real-case "
      "statistic: the anterior 3-15 mm sector is 1.05 std darker than the gland (round 1: 0.44)"),
+    ("the gland's apex and base (`GlandEnds`, round 8)", "the gland's signal times 1 - a x clip(1 - e / D, 0, 1), "
+     "e the distance along its long axis from the nearer end, a 0.3-0.6, D 6-10 mm (its own random stream)",
+     "anatomy: the base is mostly central zone (T2-dark) and the bladder neck's smooth muscle, the apex holds the "
+     "sphincter's striated fibres; real-case statistic: the real gland's first and last three slices are about "
+     "1 std darker than its interior even 4-6 mm inside its outline, the simulated ones were as bright as their "
+     "interior; chosen by round 8's rule on the edge rows (docs/realism.md) among three variants"),
     ("urine / seminal fluid T2 levels (round 2)", "0.45-1.25 / 0.6-1.2 (round 1: 1.0-1.25 / 1.0-1.2)",
      "real-case statistic: the real bladder, 30-60 mm from the coil, is 0.9 std darker than the gland and the "
      "gland's footprint 10-20 mm above the base 0.26 std darker (round 1: 0.49 brighter, and the models marked "
