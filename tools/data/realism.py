@@ -726,7 +726,7 @@ a rule written before its data. The scripts of the probe were one-off (`/tmp`).
 """Not a simulator round: a model trained on all six simulated sites (``--target_site none``) on the real case,
 and a probe of what the networks key on (2026-12-03); kept here so that regenerating the report keeps it."""
 
-ROUND9_HEADER = """### Round 9: the gland as heterogeneous as a real one (rule committed 2026-12-03 17:55 UTC, before its data)
+ROUND9_HEADER = """### Round 9: the gland as heterogeneous as a real one (rule committed 2026-12-03 17:48 UTC in 4b691fc, before its data)
 
 What was seen, no score used: of the report's rows, the gland's interquartile range is the one on which every
 simulated site lies on the same side of the real case, below it (round 8, site medians 0.79-1.07 std against 1.29;
