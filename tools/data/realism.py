@@ -771,7 +771,9 @@ slice that cross the gland within 8 mm of its centre, move with the texture insi
 one site (HCRUDB +6 mm, V3), and the 1 mm texture flattens the spectrum's slope at three sites, away from the real
 case. The rule is applied as written. Noticed for a later rule, not changed here: a 0.1 guard on a one-slice
 statistic at one site cannot tell a change of texture from a change of structure. No model was trained on these
-collections.
+collections. A correction to the motivation above, not to the rule: round 6's probes found the networks leaving out
+the real gland's brightest part (the peripheral zone next to the coil); that it is also its most heterogeneous part
+was not measured.
 
 """
 """Simulator round 9: the rule, written before its data, and its result."""
