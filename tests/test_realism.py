@@ -207,6 +207,18 @@ def test_report_and_cli(real_case_dir, tiny_collection, tmp_path):
     assert titles == ["**new sim (median over each site's cases)**", "**old sim (median over each site's cases)**"]
 
 
+def test_realism_rule_cli_on_a_collection_against_itself(real_case_dir, tiny_collection):
+    """The same collection as baseline and candidate: nothing moves, so no guard trips and the target does not
+    fall, and the rule fails; the summed distances printed are the same before and after."""
+    ok = run_cli("realism_rule", "--real", real_case_dir / "Case00.nii.gz", "--baseline", tiny_collection,
+                 "--candidate", tiny_collection, "--target", "gland_iqr")
+    assert ok.returncode == 0, ok.stderr
+    row = ok.stdout.strip().splitlines()[-1].split("|")
+    before, after = row[2].split("->")
+    assert float(before) == float(after) and row[3].strip() == "none" and row[5].strip() == "fails"
+    assert ok.stdout.startswith("gland_iqr: real 1.29; RUNMC ")
+
+
 def test_cli_bad_input_is_one_line(tmp_path, real_case_dir):
     cases = [
         (["realism", "--root", tmp_path], "--real needs a path"),
@@ -214,6 +226,12 @@ def test_cli_bad_input_is_one_line(tmp_path, real_case_dir):
         (["realism", "--root", tmp_path, "--real", tmp_path / "Case00.nii.gz"], "no mask"),
         (["realism", "--root", tmp_path / "empty", "--real", real_case_dir / "Case00.nii.gz",
           "--out-md", tmp_path / "a.md", "--out-png", tmp_path / "a.png"], "no site folder"),
+        (["realism_rule", "--real", real_case_dir / "Case00.nii.gz", "--baseline", tmp_path, "--candidate",
+          tmp_path], "--target needs at least one report row"),
+        (["realism_rule", "--real", real_case_dir / "Case00.nii.gz", "--baseline", tmp_path, "--candidate",
+          tmp_path, "--target", "gland_iqr,glnad_iqr"], "unknown report row(s) glnad_iqr;"),
+        (["realism_rule", "--real", tmp_path / "x.nii", "--baseline", tmp_path, "--candidate", tmp_path, "--target",
+          "gland_iqr"], "must be a .nii.gz image"),
     ]
     for args, message in cases:
         result = run_cli(*args)
@@ -334,3 +352,61 @@ def test_wall_profile_reads_offsets_from_the_posterior_border():
     border = 49 * 0.5
     assert profile[:3] == pytest.approx([border + 3.0, border, border - 6.0])
     assert np.isnan(profile[3])  # 40 mm into the gland is outside the volume
+
+
+def _stats(site, **values):
+    from tools.data.realism import CaseStats
+
+    empty = np.zeros(1)
+    case = CaseStats(name=site, stats=dict(values), quantiles=empty, freqs=empty, spectrum=empty, offsets=empty,
+                     profile=empty)
+    case.site = site
+    return case
+
+
+def test_site_medians_leave_nan_cases_out():
+    from tools.data.realism import site_medians
+
+    cases = [_stats("A", x=1.0, y=np.nan), _stats("A", x=3.0, y=np.nan), _stats("A", x=np.nan, y=np.nan),
+             _stats("B", x=5.0, y=2.0)]
+    medians = site_medians(cases)
+    assert list(medians) == ["A", "B"]
+    assert medians["A"]["x"] == 2.0 and np.isnan(medians["A"]["y"])
+    assert medians["B"] == {"x": 5.0, "y": 2.0}
+
+
+def test_compare_rounds_sums_distances_and_guards_every_cell():
+    """Exact sums on two sites and three rows; ``w1_to_real`` counts as its own distance; a NaN cell is left out of
+    the sums and the guard; a guarded cell further by more than the tolerance fails the rule, by less it does not."""
+    from tools.data.realism import compare_rounds
+
+    real = {"t": -1.0, "g": 0.0, "w1_to_real": 0.0}
+    rows = ("t", "g", "w1_to_real")
+    base = {"A": {"t": 0.0, "g": 0.5, "w1_to_real": 0.2}, "B": {"t": np.nan, "g": -0.2, "w1_to_real": 0.1}}
+    closer = {"A": {"t": -0.5, "g": 0.55, "w1_to_real": 0.2}, "B": {"t": -3.0, "g": -0.29, "w1_to_real": 0.1}}
+    result = compare_rounds(real, base, closer, ["t"], tolerance=0.1, all_rows=rows)
+    assert result.target_baseline == pytest.approx(1.0)  # B's NaN left out
+    assert result.target_candidate == pytest.approx(0.5 + 2.0)
+    assert result.all_baseline == pytest.approx(1.0 + 0.5 + 0.2 + 0.2 + 0.1)
+    assert result.worse == [] and not result.passes  # no guard tripped, but the target moved away (2.5 > 1.0)
+
+    closer["B"]["t"] = np.nan
+    result = compare_rounds(real, base, closer, ["t"], tolerance=0.1, all_rows=rows)
+    assert result.target_candidate == pytest.approx(0.5) and result.passes
+
+    closer["A"]["w1_to_real"] = 0.35  # 0.15 further from the real case: over the tolerance
+    result = compare_rounds(real, base, closer, ["t"], tolerance=0.1, all_rows=rows)
+    assert not result.passes
+    assert [(r, s) for r, s, *_ in result.worse] == [("w1_to_real", "A")]
+    assert result.worse[0][4] == pytest.approx(0.15)
+    assert compare_rounds(real, base, closer, ["t"], guard_rows=["g"], all_rows=rows).passes
+
+
+def test_compare_rounds_refuses_unknown_rows_and_different_sites():
+    from tools.data.realism import compare_rounds
+
+    real = {"t": 0.0}
+    with pytest.raises(ValueError, match="unknown row 'nope'"):
+        compare_rounds(real, {"A": {"t": 0.0}}, {"A": {"t": 0.0}}, ["nope"], all_rows=("t",))
+    with pytest.raises(ValueError, match="different sites"):
+        compare_rounds(real, {"A": {"t": 0.0}}, {"B": {"t": 0.0}}, ["t"], all_rows=("t",))

@@ -1,4 +1,5 @@
-"""``python -m tools.data <command>``: index, verify, split, split_all, synth, montage, realism (a fire CLI).
+"""``python -m tools.data <command>``: index, verify, split, split_all, synth, montage, realism, realism_rule (a fire
+CLI).
 
 Examples::
 
@@ -8,6 +9,8 @@ Examples::
     python -m tools.data split_all --index /data/prostate_index.json --out-dir datalists/
     python -m tools.data synth --out /tmp/synth --cases-per-site 6 --size 96 --seed 0 --naming old
     python -m tools.data realism --root /tmp/synth --real ../shared/data/real_case/Case00.nii.gz
+    python -m tools.data realism_rule --real ../shared/data/real_case/Case00.nii.gz --baseline /tmp/round8 \
+        --candidate /tmp/round9_v1 --target gland_iqr
 
 A dataset problem ends the command with every problem on its own line on stderr (``<path>: <what>``),
 exit code 1 and no output file; outputs are written to a temporary file and then renamed into place.
@@ -168,13 +171,8 @@ def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str 
     """
     from .realism import realism_report
 
-    root, real = _path(root, "root"), _path(real, "real")
-    name = os.path.basename(real)
-    if not name.endswith(".nii.gz"):
-        raise DatasetError(f"{real}: --real must be a .nii.gz image, got {name!r}")
-    mask = os.path.join(os.path.dirname(real), name[: -len(".nii.gz")] + "_segmentation.nii.gz")
-    if not os.path.exists(mask):
-        raise DatasetError(f"{real}: no mask {mask} beside the real image")
+    root = _path(root, "root")
+    real, mask = _real_and_mask(real)
     result = realism_report(real, mask, root, _path(out_md, "out-md"), _path(out_png, "out-png"),
                             baseline_root=None if baseline is None else _path(baseline, "baseline"),
                             label=None if label is None else str(label),
@@ -182,8 +180,60 @@ def realism(root=None, real=None, out_md: str = "docs/realism.md", out_png: str 
     print(f"wrote {result['markdown']} and {result['png']}; nearest simulated case: {result['nearest']}")
 
 
+def _real_and_mask(real) -> tuple:
+    real = _path(real, "real")
+    name = os.path.basename(real)
+    if not name.endswith(".nii.gz"):
+        raise DatasetError(f"{real}: --real must be a .nii.gz image, got {name!r}")
+    mask = os.path.join(os.path.dirname(real), name[: -len(".nii.gz")] + "_segmentation.nii.gz")
+    if not os.path.exists(mask):
+        raise DatasetError(f"{real}: no mask {mask} beside the real image")
+    return real, mask
+
+
+@_command
+def realism_rule(real=None, baseline=None, candidate=None, target=None, guards=None, tolerance: float = 0.1) -> None:
+    """Apply a simulator round's rule (docs/realism.md, rounds 6-9) to two simulated collections and print the verdict.
+
+    A candidate passes when the TARGET rows' distance to the real case, summed over the sites (median of each
+    site's cases), falls below BASELINE's and no GUARDS row at any site moves more than TOLERANCE further from the
+    real case (``tools.data.realism.compare_rounds``). Nothing is written.
+
+    Args:
+        real: the real image ``CaseNN.nii.gz``; its mask ``CaseNN_segmentation.nii.gz`` must lie beside it.
+        baseline: the collection before the change (what ``synth`` wrote).
+        candidate: the collection after it (the same command, the changed simulator).
+        target: comma-separated report rows the change is meant to bring closer (keys of ``tools.data.realism.ROWS``).
+        guards: comma-separated rows that must not move further (default: the other std-unit rows).
+        tolerance: how much further a guarded cell may move, in the row's units.
+    """
+    from .realism import (ROWS, STD_UNIT_ROWS, compare_rounds, comparison_markdown, load_lps, measure_case,
+                          measure_collection, site_medians)
+
+    targets = _sites(target)
+    if not targets:
+        raise DatasetError("--target needs at least one report row (e.g. gland_iqr)")
+    known = [key for key, _, _ in ROWS]
+    unknown = [row for row in [*targets, *(_sites(guards) or [])] if row not in known]
+    if unknown:
+        raise DatasetError(f"unknown report row(s) {', '.join(unknown)}; the rows are {', '.join(known)}")
+    real, mask = _real_and_mask(real)
+    volume, label, spacing = load_lps(real, mask)
+    real_stats = measure_case(volume, label, spacing, name="real")
+    base = site_medians(measure_collection(_path(baseline, "baseline"), real_stats))
+    cand = site_medians(measure_collection(_path(candidate, "candidate"), real_stats))
+    result = compare_rounds(real_stats.stats, base, cand, targets, _sites(guards), float(tolerance), STD_UNIT_ROWS)
+    for row in targets:
+        cells = ", ".join(f"{s} {base[s][row]:.2f} -> {cand[s][row]:.2f}" for s in base)
+        print(f"{row}: real {real_stats.stats.get(row, 0.0):.2f}; {cells}")
+    print("| candidate | target rows, summed distance | guarded cells further than the tolerance | "
+          "all std-unit rows, summed distance | rule |")
+    print("|---|---|---|---|---|")
+    print(comparison_markdown(result, os.path.basename(os.path.normpath(str(candidate)))))
+
+
 COMMANDS = {"index": index, "verify": verify, "split": split, "split_all": split_all, "synth": synth, "montage": montage,
-            "realism": realism}
+            "realism": realism, "realism_rule": realism_rule}
 
 
 def main() -> None:

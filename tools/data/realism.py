@@ -75,6 +75,11 @@ __all__ = [
     "physical_extent",
     "measure_case",
     "nearest_case",
+    "STD_UNIT_ROWS",
+    "site_medians",
+    "RoundComparison",
+    "compare_rounds",
+    "comparison_markdown",
     "realism_report",
 ]
 
@@ -583,6 +588,102 @@ def measure_collection(root: PathLike, real: CaseStats) -> List[CaseStats]:
     return out
 
 
+STD_UNIT_ROWS = (
+    "q01", "q50", "q99", "w1_to_real", "contrast", "coil_gradient", "anterior_contrast", "lateral_contrast",
+    "below_apex_contrast", "above_base_contrast", "gland_iqr", "below_apex_iqr", "below_apex_lateral_ring",
+    "below_apex_anterior_ring", "edge_inside_4_6", "edge_inside_2_4", "edge_inside_0_2", "edge_outside_0_2",
+    *(f"wall_{o:+.0f}mm" for o in WALL_OFFSETS_MM),
+)
+"""The report's 23 rows in std units of the z-score: the rows the simulator rounds' rules sum and guard
+(docs/realism.md, rounds 6-9). ``w1_to_real`` is already a distance to the real case."""
+
+
+def site_medians(cases: Sequence[CaseStats]) -> Dict[str, Dict[str, float]]:
+    """``{site: {row: median over the site's cases}}``, NaN cases left out (NaN where every case is NaN)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for site in dict.fromkeys(c.site for c in cases):
+        mine = [c.stats for c in cases if c.site == site]
+        out[site] = {}
+        for key in mine[0]:
+            values = np.array([m.get(key, np.nan) for m in mine], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            out[site][key] = float(np.median(finite)) if finite.size else float("nan")
+    return out
+
+
+def _distance(row: str, value: float, real: Dict[str, float]) -> float:
+    return abs(value) if row == "w1_to_real" else abs(value - real[row])
+
+
+@dataclass
+class RoundComparison:
+    """A candidate collection against a baseline under a simulator round's rule (:func:`compare_rounds`).
+
+    ``target_*`` and ``all_*`` are distances to the real case summed over the target rows / ``all_rows`` and the
+    sites (NaN cells left out); ``worse`` lists ``(row, site, baseline, candidate, how much further)`` for every
+    guarded cell that moved more than the tolerance further from the real case."""
+
+    target_baseline: float
+    target_candidate: float
+    all_baseline: float
+    all_candidate: float
+    worse: List[Tuple[str, str, float, float, float]]
+
+    @property
+    def passes(self) -> bool:
+        """The rule of rounds 6-9: the target rows closer to the real case, no guarded cell further by more than
+        the tolerance."""
+        return self.target_candidate < self.target_baseline and not self.worse
+
+
+def compare_rounds(real: Dict[str, float], baseline: Dict[str, Dict[str, float]],
+                   candidate: Dict[str, Dict[str, float]], target_rows: Sequence[str],
+                   guard_rows: Optional[Sequence[str]] = None, tolerance: float = 0.1,
+                   all_rows: Sequence[str] = STD_UNIT_ROWS) -> RoundComparison:
+    """Apply a simulator round's rule to two collections' :func:`site_medians`.
+
+    Args:
+        real: the real case's statistics (``CaseStats.stats``).
+        baseline, candidate: site medians of the collection before and after the change (the same sites).
+        target_rows: the rows the round is meant to bring closer to the real case.
+        guard_rows: the rows that must not move more than ``tolerance`` further at any site (default: the other
+            rows of ``all_rows``).
+        tolerance: in the rows' own units.
+        all_rows: the rows whose summed distance ranks passing candidates.
+    """
+    if set(baseline) != set(candidate):
+        raise ValueError(f"compare_rounds: the collections have different sites: {sorted(baseline)} vs "
+                         f"{sorted(candidate)}.")
+    guard_rows = [r for r in all_rows if r not in target_rows] if guard_rows is None else list(guard_rows)
+    for row in [*target_rows, *guard_rows, *all_rows]:
+        if row != "w1_to_real" and row not in real:
+            raise ValueError(f"compare_rounds: unknown row {row!r}; rows are {sorted(real)}.")
+
+    def total(medians, rows):
+        values = [_distance(r, medians[s][r], real) for r in rows for s in medians]
+        return float(np.nansum(values))
+
+    worse = []
+    for row in guard_rows:
+        for site in baseline:
+            before, after = baseline[site][row], candidate[site][row]
+            if not (np.isfinite(before) and np.isfinite(after)):
+                continue
+            further = _distance(row, after, real) - _distance(row, before, real)
+            if further > tolerance:
+                worse.append((row, site, before, after, further))
+    return RoundComparison(target_baseline=total(baseline, target_rows), target_candidate=total(candidate, target_rows),
+                           all_baseline=total(baseline, all_rows), all_candidate=total(candidate, all_rows),
+                           worse=worse)
+
+
+def comparison_markdown(result: RoundComparison, label: str) -> str:
+    """One row of a round's result table: the summed distances, the guarded cells that moved further, the verdict."""
+    worse = "; ".join(f"{row} at {site} ({b:.2f} -> {a:.2f}, +{d:.3f})" for row, site, b, a, d in result.worse)
+    return (f"| {label} | {result.target_baseline:.3f} -> {result.target_candidate:.3f} | {worse or 'none'} | "
+            f"{result.all_baseline:.3f} -> {result.all_candidate:.3f} | {'passes' if result.passes else 'fails'} |")
+
+
 def markdown_table(real: CaseStats, simulated: Sequence[CaseStats], title: str) -> str:
     """Rows: the statistics of :data:`ROWS`; columns: the real case, then the median over each site's cases."""
     sites = list(dict.fromkeys(c.site for c in simulated))
@@ -774,6 +875,13 @@ statistic at one site cannot tell a change of texture from a change of structure
 collections. A correction to the motivation above, not to the rule: round 6's probes found the networks leaving out
 the real gland's brightest part (the peripheral zone next to the coil); that it is also its most heterogeneous part
 was not measured.
+
+Reproducible since this round: `python -m tools.data realism_rule` (`tools.data.realism.compare_rounds`, tested)
+applies the rule to two collections and prints the verdict; on the same collections it prints round 8's V1 (`--target
+edge_inside_4_6,edge_inside_2_4,edge_inside_0_2,edge_outside_0_2` against round 6: 6.242 -> 5.365, no guarded cell,
+73.425 -> 72.962, passes) and round 9's V2 (`--target gland_iqr` with the spectrum slope added to `--guards`: 2.252 ->
+1.440, the wall cell at UCL and the slope at HCRUDB, UCL and HK, 72.962 -> 72.047, fails), the one-off script's
+figures.
 
 """
 """Simulator round 9: the rule, written before its data, and its result."""
