@@ -354,12 +354,8 @@ def test_wall_profile_reads_offsets_from_the_posterior_border():
     assert np.isnan(profile[3])  # 40 mm into the gland is outside the volume
 
 
-def _stats(site, **values):
-    from tools.data.realism import CaseStats
-
-    empty = np.zeros(1)
-    case = CaseStats(name=site, stats=dict(values), quantiles=empty, freqs=empty, spectrum=empty, offsets=empty,
-                     profile=empty)
+def _site_stats(site, **values):
+    case = _stats(**values)
     case.site = site
     return case
 
@@ -367,8 +363,8 @@ def _stats(site, **values):
 def test_site_medians_leave_nan_cases_out():
     from tools.data.realism import site_medians
 
-    cases = [_stats("A", x=1.0, y=np.nan), _stats("A", x=3.0, y=np.nan), _stats("A", x=np.nan, y=np.nan),
-             _stats("B", x=5.0, y=2.0)]
+    cases = [_site_stats("A", x=1.0, y=np.nan), _site_stats("A", x=3.0, y=np.nan),
+             _site_stats("A", x=np.nan, y=np.nan), _site_stats("B", x=5.0, y=2.0)]
     medians = site_medians(cases)
     assert list(medians) == ["A", "B"]
     assert medians["A"]["x"] == 2.0 and np.isnan(medians["A"]["y"])
