@@ -686,13 +686,13 @@ def comparison_markdown(result: RoundComparison, label: str) -> str:
 
 def markdown_table(real: CaseStats, simulated: Sequence[CaseStats], title: str) -> str:
     """Rows: the statistics of :data:`ROWS`; columns: the real case, then the median over each site's cases."""
-    sites = list(dict.fromkeys(c.site for c in simulated))
+    medians = site_medians(simulated)
+    sites = list(medians)
     lines = [f"**{title}**", "", "| quantity | real case | " + " | ".join(sites) + " | all simulated cases (min - max) |",
              "|---|---|" + "---|" * (len(sites) + 1)]
     for key, label, fmt in ROWS:
         cells = [fmt.format(real.stats.get(key, 0.0))]
-        for s in sites:
-            cells.append(fmt.format(float(np.nanmedian([c.stats[key] for c in simulated if c.site == s]))))
+        cells.extend(fmt.format(medians[s][key]) for s in sites)
         values = np.array([c.stats[key] for c in simulated], dtype=np.float64)
         cells.append(f"{fmt.format(np.nanmin(values))} - {fmt.format(np.nanmax(values))}" if np.isfinite(values).any()
                      else "n/a")
