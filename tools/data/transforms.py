@@ -59,6 +59,8 @@ from monai.transforms import (
 )
 from monai.transforms.traits import MultiSampleTrait
 
+from tools.data.gin_ipa import RandGinIpad
+
 __all__ = [
     "IN_PLANE_MODES",
     "INTENSITY_NORMS",
@@ -570,10 +572,13 @@ def training_random_transforms(
     label_key: str = "label",
     augment: bool = True,
     appearance_randomization: bool = False,
+    gin_ipa_prob: float = 0.0,
     **augmentation: Any,
 ) -> Compose:
     """The random 2D part of training: :class:`RandSliceSampled`, augmentation if ``augment``, the
-    :func:`appearance_randomization_transforms` if ``appearance_randomization``, ``EnsureTyped``.
+    :func:`appearance_randomization_transforms` if ``appearance_randomization``, GIN-IPA
+    (:class:`tools.data.gin_ipa.RandGinIpad`, the reference's settings) on a slice with probability
+    ``gin_ipa_prob`` if it is above 0, ``EnsureTyped``.
 
     ``augmentation`` holds keyword arguments of :func:`augmentation_transforms` (probabilities, ranges).
     """
@@ -588,6 +593,8 @@ def training_random_transforms(
         raise ValueError(f"augmentation options {sorted(augmentation)} given with augment=False.")
     if appearance_randomization:
         transforms += appearance_randomization_transforms(image_key=image_key)
+    if gin_ipa_prob:
+        transforms.append(RandGinIpad(keys=image_key, prob=gin_ipa_prob))
     transforms.append(EnsureTyped(keys=list(keys), dtype=torch.float32))
     return Compose(transforms)
 
@@ -607,6 +614,7 @@ def training_transforms(
     intensity_norm: str = "zscore",
     intensity_percentiles: Sequence[float] = (0.5, 99.5),
     appearance_randomization: bool = False,
+    gin_ipa_prob: float = 0.0,
     **augmentation: Any,
 ) -> Compose:
     """Full training chain, flat: :func:`preprocessing_transforms` then :func:`training_random_transforms`.
@@ -622,6 +630,7 @@ def training_transforms(
         keys, image_key, label_key: data keys.
         augment: apply :func:`augmentation_transforms`.
         appearance_randomization: then apply :func:`appearance_randomization_transforms`.
+        gin_ipa_prob: then replace a slice by a GIN-IPA blend with this probability (0: never).
         axcodes, reader, in_plane_mode, pixel_spacing_mm, intensity_norm, intensity_percentiles: see
             :func:`preprocessing_transforms`.
         augmentation: keyword arguments of :func:`augmentation_transforms`.
@@ -646,6 +655,7 @@ def training_transforms(
         label_key=label_key,
         augment=augment,
         appearance_randomization=appearance_randomization,
+        gin_ipa_prob=gin_ipa_prob,
         **augmentation,
     )
     return Compose([*deterministic.transforms, *random.transforms])
