@@ -1,5 +1,7 @@
 """``tools.data.realism``: each statistic pinned on inputs whose answer is known, the report and the CLI."""
 
+from pathlib import Path
+
 import numpy as np
 import nibabel as nib
 import pytest
@@ -406,3 +408,23 @@ def test_compare_rounds_refuses_unknown_rows_and_different_sites():
         compare_rounds(real, {"A": {"t": 0.0}}, {"A": {"t": 0.0}}, ["nope"], all_rows=("t",))
     with pytest.raises(ValueError, match="different sites"):
         compare_rounds(real, {"A": {"t": 0.0}}, {"B": {"t": 0.0}}, ["t"], all_rows=("t",))
+
+
+def test_rounds_markdown_fills_the_markers_and_drops_the_leading_comment(tmp_path):
+    from tools.data.realism import ROUND2_MARKER, VARIANTS_MARKER, rounds_markdown
+    from tools.data.synthesis.calibration import round2_markdown, variants_markdown
+
+    rounds = tmp_path / "rounds.md"
+    rounds.write_text("<!-- a note for editors -->\n\n### Round 2\n\n" + ROUND2_MARKER + "### Round 1\n" + VARIANTS_MARKER)
+    assert rounds_markdown(rounds) == "### Round 2\n\n" + round2_markdown() + "### Round 1\n" + variants_markdown()
+    rounds.write_text("### Round 2\n" + ROUND2_MARKER)
+    with pytest.raises(ValueError, match=r"rounds\.md: the marker line .*variants_markdown"):
+        rounds_markdown(rounds)
+
+
+def test_the_committed_report_ends_with_the_rounds_file():
+    """docs/realism.md is generated: its hand-written part must be the one the next regeneration writes."""
+    from tools.data.realism import rounds_markdown
+
+    report = (Path(__file__).resolve().parents[1] / "docs" / "realism.md").read_text()
+    assert report.endswith("## Variants measured and how they were chosen\n\n" + rounds_markdown())
