@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_dst_type
 
 __all__ = ["GinLayer", "gin", "blend_mask", "ipa_blend", "RandGinIpad"]
 
@@ -163,11 +164,5 @@ class RandGinIpad(RandomizableTransform, MapTransform):
         for key in self.key_iterator(d):
             image = d[key]
             plain = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-            out = self._augment(plain)
-            if isinstance(image, torch.Tensor):
-                result = image.clone()  # keeps a MetaTensor's meta data
-                result.copy_(out.to(image.dtype))
-            else:
-                result = out.numpy().astype(np.asarray(image).dtype)
-            d[key] = result
+            d[key] = convert_to_dst_type(self._augment(plain), dst=image)[0]  # type, dtype and meta of the input
         return d

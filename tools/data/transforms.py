@@ -59,7 +59,7 @@ from monai.transforms import (
 )
 from monai.transforms.traits import MultiSampleTrait
 
-from tools.data.gin_ipa import RandGinIpad
+from .gin_ipa import RandGinIpad
 
 __all__ = [
     "IN_PLANE_MODES",
